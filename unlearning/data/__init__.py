@@ -14,6 +14,7 @@ from __future__ import annotations
 from .embedded import EmbeddedConfig
 from .errors import DataError
 from .loading import available_splits, load_idk_answers, load_split
+from .source import DataSource, as_source
 from .qa import ForgetRetainCollator, ForgetRetainDataset, QACollator, QADataset, process_rank
 from .splits import holdout_split_for, perturbed_split_for, retain_split_for, tofu_split_names
 from .templates import LLAMA2_CHAT, PHI, PLAIN, PromptTemplate, get_template
@@ -21,6 +22,7 @@ from .tokenization import tokenize_example
 
 __all__ = [
     "DataError",
+    "DataSource",
     "EmbeddedConfig",
     "ForgetRetainCollator",
     "ForgetRetainDataset",
@@ -30,6 +32,7 @@ __all__ = [
     "PromptTemplate",
     "QACollator",
     "QADataset",
+    "as_source",
     "available_splits",
     "get_template",
     "holdout_split_for",
