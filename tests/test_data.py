@@ -258,11 +258,48 @@ def test_tokenize_boundary_merge(tokenizer):
     assert template.format_prompt("Where was Velmi Dor born?").startswith(tokenizer.decode(masked, skip_special_tokens=True))
 
 
-def test_tokenize_truncation_error(tokenizer):
+def test_long_prompt_is_cut_from_the_left_and_counted(tokenizer):
+    """A question longer than max_length used to raise DataError and stop a whole study;
+    now the prompt loses tokens from the left, the answer stays whole, and the row is counted."""
+    template = get_template(tokenizer)
+    question, answer = "a very long question " * 20, "yes"
+    whole = tokenize_example(tokenizer, question, answer, template=template, max_length=4096)
+    n_answer = sum(label != IGNORE_INDEX for label in whole["labels"])
+    stats: dict[str, int] = {}
+    enc = tokenize_example(tokenizer, question, answer, template=template, max_length=8, stats=stats)
+    assert len(enc["input_ids"]) == 8
+    assert enc["input_ids"][-n_answer:] == whole["input_ids"][-n_answer:]  # answer (+ EOS) kept whole
+    assert enc["labels"][-n_answer:] == whole["labels"][-n_answer:]
+    assert sum(label != IGNORE_INDEX for label in enc["labels"]) == n_answer
+    # the kept prompt tokens are the END of the prompt (after a BOS, if the tokenizer adds one)
+    n_prompt = 8 - n_answer
+    bos = tokenizer.bos_token_id
+    head = 1 if bos is not None and whole["input_ids"][0] == bos else 0
+    assert enc["input_ids"][head:n_prompt] == whole["input_ids"][len(whole["input_ids"]) - n_answer - (n_prompt - head):
+                                                              len(whole["input_ids"]) - n_answer]
+    assert stats == {"rows": 1, "prompt_cut": 1, "answer_cut": 0}
+    # an answer longer than max_length - 1 on its own is cut on the right, one prompt token kept
+    stats = {}
+    enc = tokenize_example(tokenizer, "Who?", "A long answer " * 30, template=template, max_length=20, stats=stats)
+    assert len(enc["input_ids"]) == 20 and enc["labels"][0] == IGNORE_INDEX and enc["labels"][1] != IGNORE_INDEX
+    assert stats == {"rows": 1, "prompt_cut": 1, "answer_cut": 1} or stats == {"rows": 1, "prompt_cut": 0,
+                                                                                "answer_cut": 1}
+    # rows that fit are untouched and not counted
+    stats = {}
+    assert tokenize_example(tokenizer, "Who?", "yes", template=template, max_length=4096, stats=stats) == \
+        tokenize_example(tokenizer, "Who?", "yes", template=template, max_length=4096)
+    assert stats == {}
     with pytest.raises(DataError, match="max_length"):
-        tokenize_example(tokenizer, "a very long question " * 20, "yes", max_length=8)
-    enc = tokenize_example(tokenizer, "Who?", "A long answer " * 30, max_length=20)
-    assert len(enc["input_ids"]) == 20
+        tokenize_example(tokenizer, "Who?", "yes", max_length=1)
+
+
+def test_qa_dataset_counts_truncated_rows(tokenizer):
+    rows = [{"question": "a very long question " * 20, "answer": "yes"}, {"question": "Who?", "answer": "yes"}]
+    short = len(QADataset(rows[1:], tokenizer)[0]["input_ids"])
+    ds = QADataset(rows, tokenizer, max_length=short)
+    assert ds.n_truncated == 1 and ds.truncated["prompt_cut"] == 1
+    assert len(QADataset(rows, tokenizer, max_length=4096)[0]["input_ids"]) > short
+    assert QADataset(rows, tokenizer, max_length=4096).n_truncated == 0
 
 
 def test_qa_dataset_and_collator(tokenizer):

@@ -61,11 +61,24 @@ class QADataset(Dataset):
         self.max_length = max_length
         self.questions = [str(r[question_key]) for r in rows]
         self.answers = [str(r[answer_key]) for r in rows]
-        self._items = [self.encode(q, a) for q, a in zip(self.questions, self.answers)]
+        #: rows cut to ``max_length`` (``rows``), among them ``prompt_cut`` (prompt shortened from the left) and
+        #: ``answer_cut`` (answer longer than max_length - 1, cut on the right)
+        self.truncated: dict[str, int] = {"rows": 0, "prompt_cut": 0, "answer_cut": 0}
+        self._items = [self.encode(q, a, stats=self.truncated) for q, a in zip(self.questions, self.answers)]
+        if any(self.truncated.values()):
+            logger.warning("%d of %d rows longer than max_length=%d: %d prompts cut from the left, %d answers cut "
+                           "on the right (raise max_length to keep them whole)", self.n_truncated, len(rows),
+                           max_length, self.truncated["prompt_cut"], self.truncated["answer_cut"])
 
-    def encode(self, question: str, answer: str) -> dict[str, torch.Tensor]:
+    @property
+    def n_truncated(self) -> int:
+        """Rows that did not fit ``max_length`` whole (see :func:`tokenize_example`)."""
+        return self.truncated["rows"]
+
+    def encode(self, question: str, answer: str, stats: dict[str, int] | None = None) -> dict[str, torch.Tensor]:
         """Tokenise one pair with this dataset's tokenizer, template and max_length."""
-        enc = tokenize_example(self.tokenizer, question, answer, template=self.template, max_length=self.max_length)
+        enc = tokenize_example(self.tokenizer, question, answer, template=self.template, max_length=self.max_length,
+                               stats=stats)
         return {k: torch.tensor(v, dtype=torch.long) for k, v in enc.items()}  # each (T,)
 
     def __len__(self) -> int:

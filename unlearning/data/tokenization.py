@@ -1,4 +1,4 @@
-"""Tokenise one QA pair: prompt tokens masked with -100, answer tokens and EOS kept.
+"""Tokenise one QA pair: prompt tokens masked with IGNORE_INDEX (-100), answer tokens and EOS kept.
 
 The prompt and prompt+answer are tokenised separately and the prompt length is the shared
 prefix of the two token sequences. A tokenizer that merges characters across the boundary
@@ -59,12 +59,18 @@ def tokenize_example(
     *,
     template: PromptTemplate | None = None,
     max_length: int = 512,
+    stats: dict[str, int] | None = None,
 ) -> dict[str, list[int]]:
     """``input_ids``, ``attention_mask`` and ``labels`` (lists of equal length) for one pair.
 
     ``labels`` is -100 on the prompt tokens; the answer tokens and the appended EOS keep their
-    ids. Sequences longer than ``max_length`` are cut on the right. Raises :class:`DataError`
-    if no answer token survives (prompt too long for ``max_length``, or an empty answer).
+    ids. A pair longer than ``max_length`` is cut so that as much of the answer as possible is
+    kept: the prompt loses tokens **from the left** (after a leading BOS, which stays) until
+    the answer fits, and only an answer longer than ``max_length - 1`` on its own is cut on the
+    right (at least one prompt token stays, so the first answer token is scored). A long
+    question therefore never drops a row. ``stats`` (optional dict) counts the
+    ``rows`` cut and among them ``prompt_cut`` / ``answer_cut``, for the logs and reports. Raises :class:`DataError`
+    for an empty answer (no answer token at all).
     """
     if max_length < 2:
         raise DataError(f"max_length={max_length} is too small; use at least the prompt length + 1 (e.g. 512)")
@@ -73,12 +79,21 @@ def tokenize_example(
     eos = getattr(tokenizer, "eos_token_id", None)
     if eos is not None:
         ids = ids + [eos]
-    labels = [IGNORE_INDEX] * n_prompt + ids[n_prompt:]
-    ids, labels = ids[:max_length], labels[:max_length]
-    # column 0 is never scored (nothing predicts it), so an answer must start at column >= 1
-    if all(label == IGNORE_INDEX for label in labels[1:]):
-        raise DataError(
-            f"no answer token left for question {question[:60]!r}: the prompt has {n_prompt} tokens and "
-            f"max_length={max_length}; raise max_length, shorten the prompt, or check the answer is not empty"
-        )
+    prompt, rest = ids[:n_prompt], ids[n_prompt:]
+    if not rest:
+        raise DataError(f"no answer token for question {question[:60]!r}: the answer is empty; drop the row or fix it")
+    if len(ids) > max_length:
+        bos = getattr(tokenizer, "bos_token_id", None)
+        head = prompt[:1] if len(prompt) > 1 and bos is not None and prompt[0] == bos else []  # BOS stays
+        body = prompt[len(head):]
+        # keep the end of the prompt beside the whole answer; at least one prompt token in all
+        n_body = min(len(body), max(max_length - len(rest) - len(head), 0 if head else 1))
+        cut = head + body[len(body) - n_body:]
+        if stats is not None:
+            stats["rows"] = stats.get("rows", 0) + 1
+            stats["prompt_cut"] = stats.get("prompt_cut", 0) + int(len(cut) < len(prompt))
+            stats["answer_cut"] = stats.get("answer_cut", 0) + int(len(cut) + len(rest) > max_length)
+        prompt, rest = cut, rest[: max_length - len(cut)]
+        ids = prompt + rest
+    labels = [IGNORE_INDEX] * len(prompt) + rest
     return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels}
