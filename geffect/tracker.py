@@ -34,6 +34,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from geffect.io import atomic_write_json, atomic_write_parquet
 from geffect.effect import GEffectResult, direction_norm, instance_effect
 from geffect.engine import per_instance_dots
 from geffect.groups import coarse_groups, parameter_groups
@@ -44,23 +45,10 @@ __all__ = ["GEffectTracker", "GEffectRecord"]
 
 SUBDIR = "geffect"
 MANIFEST = "manifest.json"
-_PART_RE = re.compile(r"^(pg_)?step_(\d+)\.parquet$")
+#: part files: ``step_N`` (G-effects), ``pg_step_N`` (PG-effects), ``<table>_step_N`` (step tables)
+_PART_RE = re.compile(r"^(?:(?P<table>[a-z][a-z0-9_]*)_)?step_(?P<step>\d+)\.parquet$")
+PG_TABLE = "pg"
 COLUMNS = ["step", "probe", "instance", "view", "group", "value"]
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-def _atomic_write_frame(path: Path, frame) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    frame.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
 
 
 def _ids_of(batch: Mapping[str, Any], n: int) -> list[Any]:
@@ -84,15 +72,57 @@ class GEffectRecord:
             return {}
         return json.loads(path.read_text())
 
-    def _parts(self, pg: bool) -> list[tuple[int, Path]]:
+    def _all_parts(self) -> list[tuple[str | None, int, Path]]:
         if not self.dir.exists():
             return []
         out = []
         for path in self.dir.iterdir():
             m = _PART_RE.match(path.name)
-            if m and bool(m.group(1)) == pg:
-                out.append((int(m.group(2)), path))
-        return sorted(out)
+            if m:
+                out.append((m.group("table"), int(m.group("step")), path))
+        return sorted(out, key=lambda t: (t[0] or "", t[1]))
+
+    def _parts(self, pg: bool | str) -> list[tuple[int, Path]]:
+        table = PG_TABLE if pg is True else (None if pg is False else pg)
+        return [(step, path) for t, step, path in self._all_parts() if t == table]
+
+    def step_table(self, name: str):
+        """A table written with :meth:`GEffectTracker.write_step_table`, all steps concatenated."""
+        import pandas as pd
+
+        parts = self._parts(name)
+        if not parts:
+            return pd.DataFrame()
+        return pd.concat([pd.read_parquet(p) for _, p in parts], ignore_index=True)
+
+    @property
+    def step_tables(self) -> list[str]:
+        """Names of the step tables on disk."""
+        return sorted({t for t, _, _ in self._all_parts() if t not in (None, PG_TABLE)})
+
+    def truncate(self, max_step: int) -> list[Path]:
+        """Delete every record of steps after ``max_step`` (resume from a checkpoint at that step).
+
+        The part files are the record of which steps are done, so removing them is enough; the
+        manifest's step lists are rewritten to match. Returns the deleted files.
+        """
+        removed = []
+        for _, step, path in self._all_parts():
+            if step > max_step:
+                path.unlink()
+                removed.append(path)
+        manifest = self.manifest
+        if removed and manifest:
+            manifest["steps"], manifest["pg_steps"] = self.steps, self.pg_steps
+            manifest["step_info"] = {k: v for k, v in manifest.get("step_info", {}).items() if int(k) <= max_step}
+            atomic_write_json(self.dir / MANIFEST, manifest, indent=1)
+        return removed
+
+    def clear(self) -> None:
+        """Delete every record (a fresh run in a folder that holds an earlier one)."""
+        for _, _, path in self._all_parts():
+            path.unlink()
+        (self.dir / MANIFEST).unlink(missing_ok=True)
 
     @property
     def steps(self) -> list[int]:
@@ -224,7 +254,7 @@ class GEffectTracker(GEffectRecord):
             "pg_steps": self.pg_steps,
             "step_info": {**self.manifest.get("step_info", {}), **self._pending_info},
         }
-        _atomic_write_bytes(self.dir / MANIFEST, json.dumps(manifest, indent=1, default=str).encode())
+        atomic_write_json(self.dir / MANIFEST, manifest, indent=1)
         self._pending_info = {}
 
     def _rows(self, step: int, probe: str, ids: Sequence[Any], views, matrix: torch.Tensor) -> dict[str, list]:
@@ -253,7 +283,18 @@ class GEffectTracker(GEffectRecord):
 
         frame = pd.DataFrame(rows, columns=COLUMNS)
         frame["instance"] = frame["instance"].astype("int64") if len(frame) else frame["instance"]
-        _atomic_write_frame(self.dir / name, frame)
+        atomic_write_parquet(self.dir / name, frame)
+
+    def write_step_table(self, step: int, name: str, frame) -> None:
+        """Store a per-step table (e.g. the objective's token weights on a probe) beside the G-effects.
+
+        One part file per step (``<name>_step_NNNNNN.parquet``), written atomically; read all
+        steps back with :meth:`step_table`; :meth:`truncate` drops later steps on resume like
+        the G-effect parts.
+        """
+        if not re.fullmatch(r"[a-z][a-z0-9_]*", name) or name == PG_TABLE:
+            raise ValueError(f"step table name {name!r} must be lower-case letters, digits and '_' (not {PG_TABLE!r})")
+        atomic_write_parquet(self.dir / f"{name}_step_{step:06d}.parquet", frame)
 
     # -- tracking ---------------------------------------------------------------------------
     def track(

@@ -14,7 +14,7 @@ pytest.importorskip("unlearning.data")
 
 from unlearning.evaluate import EvalResult, compute_tables, evaluate_model, load_eval_sets, load_retain_stats, main, summarize  # noqa: E402
 from unlearning.metrics import aggregate as agg  # noqa: E402
-from unlearning.metrics.callback import EvalCallback, merge_shards  # noqa: E402
+from unlearning.hooks import EvalCallback, merge_shards  # noqa: E402
 
 KW = dict(batch_size=3, max_new_tokens=4, subset=5, progress=False)
 REF = Path(os.environ.get("TOFU_REFERENCE_DIR", Path(__file__).resolve().parents[1].parent / "shared" / "data" / "tofu-reference"))

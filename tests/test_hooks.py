@@ -66,11 +66,16 @@ def test_truncate_step_tables(tmp_path):
     append_jsonl(tmp_path / "logs.jsonl", [{"step": s} for s in (1, 2, 3, 4)])
     append_jsonl(tmp_path / "analysis" / "geffect" / "x.jsonl", [{"step": s, "v": 0} for s in (1, 3)])
     parts = tmp_path / "analysis" / "geffect"
-    for name in ("step_000002.parquet", "step_000003.parquet", "pg_step_000003.parquet", "manifest.json"):
+    for name in ("step_000002.parquet", "step_000003.parquet", "pg_step_000003.parquet",
+                 "probe_token_weights_step_000003.parquet", "probe_token_weights_step_000001.parquet"):
         (parts / name).write_bytes(b"")
+    (parts / "manifest.json").write_text('{"steps": [2, 3], "pg_steps": [3], "step_info": {"2": {}, "3": {}}}')
     changed = truncate_step_tables(tmp_path, 2)
-    assert len(changed) == 4
-    assert sorted(p.name for p in parts.iterdir()) == ["manifest.json", "step_000002.parquet", "x.jsonl"]
+    assert len(changed) == 5
+    assert sorted(p.name for p in parts.iterdir()) == ["manifest.json", "probe_token_weights_step_000001.parquet",
+                                                       "step_000002.parquet", "x.jsonl"]
+    manifest = json.loads((parts / "manifest.json").read_text())
+    assert manifest["steps"] == [2] and manifest["pg_steps"] == [] and list(manifest["step_info"]) == ["2"]
     assert [r["step"] for r in read_jsonl(tmp_path / "logs.jsonl")] == [1, 2]
     lines = (tmp_path / "analysis" / "geffect" / "x.jsonl").read_text().splitlines()
     assert [json.loads(x)["step"] for x in lines] == [1]

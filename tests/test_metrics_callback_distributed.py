@@ -19,7 +19,7 @@ def _worker(rank: int, world: int, model_dir: str, out_dir: str, init_file: str)
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
-        from unlearning.metrics.callback import EvalCallback
+        from unlearning.hooks import EvalCallback
         from unlearning.models import load_model_and_tokenizer
 
         model, tok = load_model_and_tokenizer(model_dir)
@@ -33,7 +33,7 @@ def _worker(rank: int, world: int, model_dir: str, out_dir: str, init_file: str)
 
 @pytest.mark.slow
 def test_two_ranks_gather_the_same_summary_as_one(tiny_llama, tiny_tokenizer, tmp_path):
-    from unlearning.metrics.callback import EvalCallback
+    from unlearning.hooks import EvalCallback
 
     model_dir = tmp_path / "model"
     tiny_llama.save_pretrained(model_dir)

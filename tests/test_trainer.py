@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from geffect.losses import answer_nll
+from unlearning.data import DataSource
 
 PROBE_ROWS = 8
 
@@ -72,7 +73,7 @@ def _run(tmp_path, tiny_prepared, **kw):
     from unlearning.train import run_unlearning
 
     model, tok = _fresh(tiny_prepared)
-    return run_unlearning(_args(tmp_path, **kw), model=model, tokenizer=tok, data_config=_tiny_data_config())
+    return run_unlearning(_args(tmp_path, **kw), model=model, tokenizer=tok, data=DataSource(embedded=_tiny_data_config()))
 
 
 # ---------------------------------------------------------------------------- every method forgets
@@ -185,7 +186,7 @@ def test_nonfinite_loss_raises_with_method_and_step(tmp_path, tiny_prepared):
 
     model, tok = _fresh(tiny_prepared)
     args = _args(tmp_path, max_steps=1)
-    ds, _, _ = build_datasets(args, tok, model, data_config=_tiny_data_config())
+    ds, _, _ = build_datasets(args, tok, model, data=DataSource(embedded=_tiny_data_config()))
     trainer = UnlearningTrainer(model=model, args=args, objective=Exploding(), train_dataset=ds,
                                 data_collator=ForgetRetainCollator(tok.pad_token_id))
     with pytest.raises(FloatingPointError, match=r"exploding.*step 1"):
@@ -265,3 +266,54 @@ def test_tracked_geffect_invariant_to_accumulation(tmp_path, tiny_prepared):
         t = GEffectTracker.load(out / "analysis").table()
         tables.append(torch.tensor(t.sort_values(["probe", "instance", "group"])["value"].to_numpy()))
     assert (tables[0] - tables[1]).norm() / tables[0].norm() < 1e-5
+
+
+@pytest.mark.parametrize("method", ["tnpo", "satimp", "npo"])
+def test_probe_pg_effects_and_weights_equal_direct_computation(method, tmp_path, tiny_prepared):
+    """Step 1 of the tracked run is computed at the initial weights: the tracker's probe-mode
+    PG-effects equal a per-instance loop (``engine="loop"``) of ``instance_effect`` there, and the
+    recorded probe weights equal the objective's own weights on the probe (one reference model,
+    the trainer's: for TNPO/NPO at step 1 it equals the model, so the weights are those at p = p_ref)."""
+    from geffect import GEffectTracker, instance_effect
+    from unlearning import objectives
+    from unlearning.hooks import PROBE_INSTANCE_WEIGHTS, PROBE_TOKEN_WEIGHTS, build_probes
+
+    res = _run(tmp_path, tiny_prepared, method=method, max_steps=2, track_geffect=True, geffect_probe_size=4,
+               pg_effect=True, pg_instances="probe", probe_weights=True, optim="sgd")
+    assert res.trainer.ref_model is None or getattr(res.trainer.objective, "needs_reference")
+    record = GEffectTracker.load(res.analysis_dir)
+    assert record.pg_steps == [1, 2] and record.step_tables == [PROBE_INSTANCE_WEIGHTS, PROBE_TOKEN_WEIGHTS]
+    model0, tok = _loaded(str(tiny_prepared.target))
+    model0 = copy.deepcopy(model0).eval()
+    from unlearning.train import build_datasets
+
+    _, forget, retain = build_datasets(_args(tmp_path, method=method), tok, model0,
+                                       data=DataSource(embedded=_tiny_data_config()))
+    probes = build_probes(forget, retain, 4, tok.pad_token_id)
+    pg = record.pg_table()
+    for probe in ("forget", "retain"):
+        want = instance_effect(model0, probes["forget"], probes[probe], engine="loop").matrix.double()  # (N, G)
+        got = pg[(pg.step == 1) & (pg.probe == probe)].pivot(index="instance", columns="group", values="value")
+        got = got.reindex(index=probes["forget"]["index"].tolist(), columns=record.manifest["groups"].keys())
+        rel = (torch.tensor(got.to_numpy()) - want).norm() / want.norm()
+        assert rel < 1e-5, (probe, float(rel))
+    objective = objectives.get(method)
+    batch = {k: probes["forget"][k] for k in ("input_ids", "attention_mask", "labels")}
+    rb = {k: probes["retain"][k] for k in ("input_ids", "attention_mask", "labels")}
+    with torch.no_grad():
+        out = objective(model0, {"forget": batch, "retain": rb}, ref_model=model0)
+    tokens = record.step_table(PROBE_TOKEN_WEIGHTS)
+    tokens = tokens[tokens.step == 1]
+    mask = batch["labels"] != -100
+    assert len(tokens) == int(mask.sum())
+    inst = record.step_table(PROBE_INSTANCE_WEIGHTS)
+    inst = inst[inst.step == 1]
+    kind = {"tnpo": "token_mean", "satimp": "token_mean", "npo": "instance"}[method]
+    assert (inst["kind"] == kind).all()
+    if kind == "token_mean":
+        want_w = out.token_weights.double()
+        assert torch.allclose(torch.tensor(tokens["weight"].to_numpy()), want_w[mask], rtol=1e-5, atol=1e-7)
+        want_i = (want_w * mask).sum(1) / mask.sum(1)
+    else:
+        want_i = out.instance_weights.double().flatten()
+    assert torch.allclose(torch.tensor(inst["weight"].to_numpy()), want_i, rtol=1e-5, atol=1e-7)

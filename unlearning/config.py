@@ -74,6 +74,11 @@ class UnlearningArguments(TrainingArguments):
         metadata={"help": "Data source: 'embedded' (offline default benchmark), 'locuslab/TOFU' or a local TOFU-style folder."},
     )
     split: str = field(default="forget10", metadata={"help": "Forget split, e.g. forget01 / forget05 / forget10."})
+    max_authors: int | None = field(
+        default=None,
+        metadata={"help": "Keep the forget authors plus retain authors up to this many in total (unlearning.data.DataSource); "
+                  "default: all."},
+    )
     retain_split: str | None = field(
         default=None,
         metadata={"help": "Retain split paired with the forget split. Default: derived (forget10 -> retain90)."},
@@ -133,7 +138,17 @@ class UnlearningArguments(TrainingArguments):
         default=16, metadata={"help": "Probe set size: the first N rows of the forget split and of the retain split."}
     )
     pg_effect: bool = field(
-        default=False, metadata={"help": "With --track-geffect, also record the PG-effect of every unlearning instance."}
+        default=False, metadata={"help": "With --track-geffect, also record PG-effects (Wang et al. 2025, Eq. 5)."}
+    )
+    pg_instances: str = field(
+        default="batch",
+        metadata={"help": "Whose PG-effects --pg-effect records: 'batch' (the forget instances of each tracked step) "
+                  "or 'probe' (the fixed forget-probe instances, comparable across steps)."},
+    )
+    probe_weights: bool = field(
+        default=False,
+        metadata={"help": "With --track-geffect, record the objective's token and instance weights on the forget probe "
+                  "at every tracked step (analysis/geffect/probe_*_weights step tables)."},
     )
     log_token_weights: bool = field(
         default=True,
@@ -180,6 +195,10 @@ class UnlearningArguments(TrainingArguments):
             raise ValueError(f"geffect_every must be >= 1, got {self.geffect_every}")
         if self.geffect_probe_size < 1:
             raise ValueError(f"geffect_probe_size must be >= 1, got {self.geffect_probe_size}")
+        if self.pg_instances not in ("batch", "probe"):
+            raise ValueError(f"pg_instances must be 'batch' or 'probe', got {self.pg_instances!r}")
+        if self.probe_weights and not self.track_geffect:
+            raise ValueError("--probe-weights needs --track-geffect (the weights are recorded at the tracked steps)")
         if self.pg_effect and not self.track_geffect:
             raise ValueError("--pg-effect needs --track-geffect (PG-effects are computed by the G-effect tracker)")
         if self.max_length < 8:
@@ -215,6 +234,12 @@ class UnlearningArguments(TrainingArguments):
             extra = json.loads(self.objective_kwargs) if isinstance(self.objective_kwargs, str) else dict(self.objective_kwargs)
             hp.update(extra)
         return hp
+
+    def data_source(self):
+        """The ``unlearning.data.DataSource`` of ``--data`` / ``--max-authors`` / ``--split``."""
+        from unlearning.data import DataSource
+
+        return DataSource(self.data, max_authors=self.max_authors, forget_split=self.split)
 
     def resolved_retain_split(self) -> str:
         """The retain split: ``retain_split`` if set, else derived from the forget split."""

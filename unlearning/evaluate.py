@@ -147,28 +147,27 @@ def _set_splits(forget_split: str) -> dict[str, str]:
 
 
 def load_eval_sets(
-    data: str = "embedded", forget_split: str = "forget10", *, sets: Sequence[str] = ALL_SETS, subset: int | None = None,
+    data="embedded", forget_split: str = "forget10", *, sets: Sequence[str] = ALL_SETS, subset: int | None = None,
     data_config=None,
 ) -> dict[str, tuple[str, list[dict]]]:
     """{set name: (split name, rows)} for the requested sets the source has; ``subset`` keeps the first N rows.
 
-    ``data_config``: an ``unlearning.data.EmbeddedConfig`` for a non-default embedded benchmark.
+    ``data``: an ``unlearning.data.DataSource`` (its embedded recipe and author subset apply) or a
+    source name; ``data_config``: an ``EmbeddedConfig`` for a non-default embedded benchmark
+    given by name.
     """
     from unlearning import data as D
 
+    source = D.as_source(data, config=data_config)
     splits = _set_splits(forget_split)
-    have = set(D.available_splits(data))
+    have = set(source.available_splits())
     out = {}
     for name in sets:
         split = splits[name]
         if split not in have:
             logger.warning("data source %r has no split %r: skipping the %s set", data, split, name)
             continue
-        ds = D.load_split(data, split, config=data_config)
-        rows = [dict(r) for r in ds]
-        if subset is not None:
-            rows = rows[:subset]
-        out[name] = (split, rows)
+        out[name] = (split, source.rows(split, limit=subset))
     return out
 
 

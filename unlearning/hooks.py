@@ -24,13 +24,21 @@ import json
 import logging
 import math
 import os
-import re
 from pathlib import Path
-from typing import Any, Iterable
+from collections.abc import Iterable, Sequence
+from typing import Any
 
+import pandas as pd
 import torch
+import torch.distributed as dist
 from torch import nn
 from transformers import TrainerCallback
+
+from geffect import GEffectRecord, GEffectTracker
+from geffect.io import atomic_write_text, dumps
+from geffect.losses import answer_mask
+from unlearning.data import QACollator, as_source
+from unlearning.evaluate import ALL_SETS, EvalResult, compute_tables, load_eval_sets, summarize
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +47,11 @@ LOGS_FILE = "logs.jsonl"
 TOKEN_WEIGHTS_FILE = "token_weights.jsonl"
 WEIGHT_VS_LIKELIHOOD_FILE = "weight_vs_likelihood.jsonl"
 GEFFECT_DIR = "geffect"
+EVAL_DIR = "eval"
+EVAL_HISTORY_FILE = "history.jsonl"
+#: step tables the G-effect callback stores beside the G-effects (``GEffectRecord.step_table``)
+PROBE_TOKEN_WEIGHTS = "probe_token_weights"
+PROBE_INSTANCE_WEIGHTS = "probe_instance_weights"
 QUANTILES = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0)
 SMALL_WEIGHT = 1e-3
 
@@ -50,16 +63,8 @@ def append_jsonl(path: str | os.PathLike, rows: Iterable[dict[str, Any]]) -> Non
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a", encoding="utf-8") as f:
         for row in rows:
-            f.write(json.dumps(row, default=_json_default) + "\n")
+            f.write(dumps(row) + "\n")
             f.flush()
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, torch.Tensor):
-        return obj.tolist()
-    if hasattr(obj, "item"):
-        return obj.item()
-    return str(obj)
 
 
 def read_jsonl(path: str | os.PathLike, *, dedupe: tuple[str, ...] | None = ("step",)) -> list[dict[str, Any]]:
@@ -90,29 +95,22 @@ def read_jsonl(path: str | os.PathLike, *, dedupe: tuple[str, ...] | None = ("st
     return keep
 
 
-_GEFFECT_PART = re.compile(r"^(pg_)?step_(\d+)\.parquet$")
+def _step_tables(output_dir: Path) -> list[Path]:
+    """The JSON-lines tables of a run that carry a ``step`` column (trainer logs, analysis, eval history)."""
+    return [p for p in (output_dir / LOGS_FILE, *sorted((output_dir / ANALYSIS_DIR).rglob("*.jsonl")),
+                        output_dir / EVAL_DIR / EVAL_HISTORY_FILE) if p.is_file()]
 
 
 def truncate_step_tables(output_dir: str | os.PathLike, max_step: int) -> list[Path]:
-    """Drop rows with ``step > max_step`` from every ``*.jsonl`` table of a run (resume).
+    """Drop every record of steps after ``max_step`` from a run folder (resume from a checkpoint).
 
-    Rewrites each file through a temporary file + ``os.replace``, and deletes the G-effect
-    tracker's part files of later steps (``analysis/geffect/[pg_]step_NNNNNN.parquet``; the
-    tracker treats the part files as the record of which steps are done). Returns the files
-    changed.
+    JSON-lines tables are rewritten without their later rows (temporary file + ``os.replace``);
+    the G-effect tracker's records are truncated by the tracker itself
+    (:meth:`geffect.GEffectRecord.truncate`). Returns the files changed.
     """
     output_dir = Path(output_dir)
-    changed = []
-    geffect_dir = output_dir / ANALYSIS_DIR / GEFFECT_DIR
-    if geffect_dir.is_dir():
-        for path in sorted(geffect_dir.iterdir()):
-            m = _GEFFECT_PART.match(path.name)
-            if m and int(m.group(2)) > max_step:
-                path.unlink()
-                changed.append(path)
-    for path in [output_dir / LOGS_FILE, *sorted((output_dir / ANALYSIS_DIR).rglob("*.jsonl"))]:
-        if not path.is_file():
-            continue
+    changed = GEffectRecord(output_dir / ANALYSIS_DIR).truncate(max_step)
+    for path in _step_tables(output_dir):
         with open(path, encoding="utf-8") as f:
             lines = f.readlines()
         kept = []
@@ -125,19 +123,17 @@ def truncate_step_tables(output_dir: str | os.PathLike, max_step: int) -> list[P
             if step is None or step <= max_step:
                 kept.append(line if line.endswith("\n") else line + "\n")
         if len(kept) != len(lines):
-            tmp = path.with_suffix(path.suffix + ".tmp")
-            tmp.write_text("".join(kept), encoding="utf-8")
-            os.replace(tmp, path)
+            atomic_write_text(path, "".join(kept))
             changed.append(path)
     return changed
 
 
 def clear_step_tables(output_dir: str | os.PathLike) -> None:
-    """Remove the tables this module writes (a fresh, non-resumed run in an existing folder)."""
+    """Remove the records this module writes (a fresh, non-resumed run in an existing folder)."""
     output_dir = Path(output_dir)
-    for path in [output_dir / LOGS_FILE, *(output_dir / ANALYSIS_DIR).rglob("*")]:
-        if path.is_file() and (path.suffix in (".jsonl", ".json", ".pt", ".parquet", ".csv", ".npz")):
-            path.unlink()
+    GEffectRecord(output_dir / ANALYSIS_DIR).clear()
+    for path in _step_tables(output_dir):
+        path.unlink()
 
 
 # ---------------------------------------------------------------------------- trainer logs
@@ -281,30 +277,46 @@ class GEffectCallback(TrainerCallback):
     At optimizer steps 1, 1 + every, 1 + 2·every, ... the trainer calls
     :meth:`on_gradients_ready` with the accumulated ``.grad`` (after backward of the last
     micro-batch, all-reduced under DDP, weight mask applied, **before** clipping and the
-    optimizer step: the direction the optimizer would use). The G-effect matrix
-    E[i, g] = <grad R(x_i), grad> for every probe instance i and parameter group g is computed
-    by ``geffect.GEffectTracker.track`` and written under ``output_dir/analysis/geffect/``.
+    optimizer step: the direction the optimizer would use). At that moment the weights are
+    still θ_s, the weights step s's gradient was taken at. Everything below is computed there
+    and written through one ``geffect.GEffectTracker`` under ``output_dir/analysis/geffect/``:
+
+    - G-effects E[i, g] = <grad R(x_i), grad> for every probe instance i and parameter group g
+      (``GEffectRecord.table()``); ``geffect/forget`` and ``geffect/retain`` go to the logs;
+    - PG-effects (Wang et al. 2025, Eq. 5; ``GEffectRecord.pg_table()``), with ``pg_effect``:
+      ``"batch"`` (or True) for the forget instances of the step's own micro-batches,
+      ``"probe"`` for the fixed forget-probe instances (per-instance trajectories over steps);
+    - with ``probe_weights``, the weights the trainer's objective (and its reference model: no
+      second copy is built) puts on the forget-probe answer tokens and instances, as step tables
+      ``probe_token_weights`` (step, instance, token, likelihood, weight) and
+      ``probe_instance_weights`` (step, instance, weight, kind) (``GEffectRecord.step_table``).
 
     Processes: only the main process computes and writes; it works on the unwrapped model
     (``model.module`` under DDP), whose backward passes fire no DDP hooks and run no
     collectives, and ``.grad`` is not modified. Other processes just wait at the next
-    collective. With ``pg_effect``, the PG-effect of each forget instance of the main
-    process's micro-batches in that step is recorded too.
+    collective.
 
     Args:
         trainer: the UnlearningTrainer.
-        probes: dict name -> batch (``input_ids``, ``attention_mask``, ``labels``), e.g.
-            ``{"forget": ..., "retain": ...}`` (see :func:`build_probes`).
+        probes: dict name -> batch (``input_ids``, ``attention_mask``, ``labels``, optional
+            ``index``), e.g. ``{"forget": ..., "retain": ...}`` (see :func:`build_probes`).
         every: track every k-th optimizer step.
-        pg_effect: also record per-instance PG-effects.
+        pg_effect: False, ``"batch"`` (True) or ``"probe"`` (see above).
+        probe_weights: record the objective's weights on the forget probe.
         groups: parameter groups (default ``geffect.parameter_groups(model)``).
     """
 
-    def __init__(self, trainer, probes: dict[str, dict[str, torch.Tensor]], *, every: int = 1, pg_effect: bool = False,
+    def __init__(self, trainer, probes: dict[str, dict[str, torch.Tensor]], *, every: int = 1,
+                 pg_effect: bool | str = False, probe_weights: bool = False,
                  output_dir: str | os.PathLike | None = None, groups=None, engine: str = "ghost"):
+        if pg_effect not in (False, True, "batch", "probe", None):
+            raise ValueError(f"pg_effect must be False, 'batch' or 'probe', got {pg_effect!r}")
+        if every < 1:
+            raise ValueError(f"every must be >= 1, got {every}")
         self.trainer = trainer
         self.every = every
-        self.pg_effect = pg_effect
+        self.pg_effect = "batch" if pg_effect is True else (pg_effect or None)
+        self.probe_weights = probe_weights
         # GEffectTracker writes into <its output_dir>/geffect/
         self.output_dir = Path(output_dir or trainer.args.output_dir) / ANALYSIS_DIR
         self.probes = probes
@@ -314,10 +326,8 @@ class GEffectCallback(TrainerCallback):
         self.last_results: dict[str, Any] | None = None
 
     @property
-    def tracker(self):
+    def tracker(self) -> GEffectTracker:
         if self._tracker is None:
-            from geffect import GEffectTracker
-
             device = self.trainer.args.device
             probes = {k: {n: t.to(device) if n != "index" else t for n, t in b.items()} for k, b in self.probes.items()}
             self._tracker = GEffectTracker(self.output_dir, probes, groups=self.groups, engine=self.engine)
@@ -337,17 +347,196 @@ class GEffectCallback(TrainerCallback):
         was_training = model.training
         model.eval()  # probe risks without dropout
         try:
-            results = self.tracker.track(step, model, direction)
-            batches = [r.forget_batch for r in self.trainer.step_records if r.forget_batch is not None]
-            if self.pg_effect and batches:
-                unlearn = concat_batches(batches)
+            tracker = self.tracker
+            results = tracker.track(step, model, direction)
+            unlearn = self._pg_batch()
+            if unlearn is not None:
                 ids = unlearn.pop("index", None)
                 ids = ids.tolist() if isinstance(ids, torch.Tensor) else None
-                self.tracker.track_instance_effect(step, model, unlearn, instance_ids=ids)
+                tracker.track_instance_effect(step, model, unlearn, instance_ids=ids)
+            if self.probe_weights and "forget" in tracker.probes:
+                self._record_probe_weights(step, model)
         finally:
             model.train(was_training)
         self.last_results = results
         self.trainer.log_main_process_metrics({f"geffect/{name}": float(r.total) for name, r in results.items()})
+
+    def _pg_batch(self) -> dict[str, torch.Tensor] | None:
+        if self.pg_effect == "probe":
+            forget = self.tracker.probes.get("forget")
+            return dict(forget) if forget is not None else None
+        if self.pg_effect == "batch":
+            batches = [r.forget_batch for r in self.trainer.step_records if r.forget_batch is not None]
+            return concat_batches(batches) if batches else None
+        return None
+
+    def _record_probe_weights(self, step: int, model: nn.Module) -> None:
+        """The objective's token / instance weights on the forget probe at the current weights."""
+        probes = self.tracker.probes
+        forget = probes["forget"]
+        batch = {k: forget[k] for k in ("input_ids", "attention_mask", "labels")}
+        inputs = {"forget": batch}
+        if "retain" in probes:
+            inputs["retain"] = {k: probes["retain"][k] for k in ("input_ids", "attention_mask", "labels")}
+        trainer = self.trainer
+        try:
+            with torch.no_grad():
+                out = trainer.objective(model, inputs, ref_model=trainer.ref_model)
+        except KeyError as err:  # e.g. an objective that needs refusal ("idk") batches
+            logger.warning("probe weights: the objective needs batch %s; not recording probe weights", err)
+            self.probe_weights = False
+            return
+        mask = getattr(out, "answer_mask", None)
+        mask = (answer_mask(batch["labels"]) if mask is None else mask).bool().cpu()  # (N, T)
+        lp = getattr(out, "token_logprobs", None)
+        if lp is None:
+            from geffect.engine import model_logits
+            from geffect.losses import token_logprobs
+
+            with torch.no_grad():
+                lp = token_logprobs(model_logits(model, batch["input_ids"], batch["attention_mask"]), batch["labels"])
+        lp = lp.detach().float().cpu()  # (N, T)
+        tw, iw = getattr(out, "token_weights", None), getattr(out, "instance_weights", None)
+        n = int(batch["input_ids"].shape[0])
+        if tw is not None:
+            tw = tw.detach().float().cpu()  # (N, T)
+            weights, kind = (tw * mask).sum(1) / mask.sum(1).clamp(min=1), "token_mean"
+        else:
+            tw = torch.ones_like(lp)
+            weights, kind = (iw.detach().float().cpu().flatten(), "instance") if iw is not None else (torch.ones(n), "none")
+        ids = self.tracker.instance_ids["forget"]
+        rows = [(step, ids[i], t, p, w) for i in range(n) for t, p, w in
+                zip(mask[i].nonzero().flatten().tolist(), lp[i][mask[i]].exp().tolist(), tw[i][mask[i]].tolist())]
+        self.tracker.write_step_table(step, PROBE_TOKEN_WEIGHTS, pd.DataFrame(
+            rows, columns=["step", "instance", "token", "likelihood", "weight"]))
+        self.tracker.write_step_table(step, PROBE_INSTANCE_WEIGHTS, pd.DataFrame(
+            {"step": step, "instance": ids, "weight": weights.tolist(), "kind": kind}))
+
+
+class EvalCallback(TrainerCallback):
+    """Run the evaluation suite (``unlearning.evaluate``) during training: every k steps and/or per epoch.
+
+    Under several processes (``torchrun`` / ``accelerate launch``) every rank evaluates its own
+    shard of each set (items rank, rank + world, ...) and the per-instance tables are gathered
+    with ``torch.distributed.all_gather_object``; every rank then holds the full tables and the
+    same summary, so the numbers do not depend on the process count. Only rank 0 writes. The
+    callback must therefore fire on all ranks, which the Trainer does. (Under DeepSpeed ZeRO-3,
+    generation on sharded parameters needs lock-step forwards across ranks: this callback
+    targets DDP / FSDP / single process.)
+
+    Output per evaluation: ``<output_dir>/eval/step-<N>/`` (the files of :meth:`EvalResult.save`)
+    and one JSON line per evaluation in ``<output_dir>/eval/history.jsonl``; the numeric summary
+    also goes to the Trainer's log history under ``eval/<key>``.
+
+    Args:
+        tokenizer: defaults to the Trainer's ``processing_class``.
+        data: an ``unlearning.data.DataSource`` (its embedded recipe and author subset apply:
+            a model built on a non-default embedded benchmark is evaluated on that benchmark)
+            or a source name.
+        forget_split, sets, subset, batch_size, max_new_tokens, max_length, generate, retain_stats:
+            as in :func:`unlearning.evaluate.evaluate_model` (the sets are loaded once).
+        every_steps: evaluate when ``global_step % every_steps == 0`` (None: never by step).
+        at_steps: evaluate at these optimizer steps (0 = before the first update, at
+            ``on_train_begin``), e.g. a trade-off trajectory's checkpoints.
+        per_epoch: evaluate at the end of each epoch.
+        output_dir: where ``eval/`` goes; defaults to the Trainer's ``args.output_dir``.
+    """
+
+    def __init__(
+        self,
+        tokenizer=None,
+        data="embedded",
+        forget_split: str = "forget10",
+        *,
+        every_steps: int | None = None,
+        at_steps: Sequence[int] = (),
+        per_epoch: bool = True,
+        sets: Sequence[str] | None = None,
+        subset: int | None = None,
+        batch_size: int = 16,
+        max_new_tokens: int = 200,
+        max_length: int = 512,
+        generate: bool = True,
+        retain_stats=None,
+        output_dir: str | None = None,
+    ):
+        if every_steps is not None and every_steps < 1:
+            raise ValueError(f"every_steps must be >= 1 or None, got {every_steps}")
+        self.tokenizer = tokenizer
+        self.data, self.forget_split = as_source(data), forget_split
+        self.every_steps, self.per_epoch = every_steps, per_epoch
+        self.at_steps = {int(s) for s in at_steps}
+        self.sets, self.subset = sets, subset
+        self.kw = dict(batch_size=batch_size, max_new_tokens=max_new_tokens, max_length=max_length, generate=generate)
+        self.retain_stats = retain_stats
+        self.output_dir = output_dir
+        self.history: list[dict] = []
+        self._eval_sets = None
+        self._last_step = -1
+
+    # -- Trainer hooks --
+    def on_train_begin(self, args, state, control, **kwargs):
+        if 0 in self.at_steps and state.global_step == 0:
+            self.evaluate(args, state, kwargs.get("model"), kwargs.get("processing_class"))
+
+    def on_step_end(self, args, state, control, **kwargs):
+        step = state.global_step
+        if (self.every_steps and step % self.every_steps == 0) or step in self.at_steps:
+            self.evaluate(args, state, kwargs.get("model"), kwargs.get("processing_class"))
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        if self.per_epoch:
+            self.evaluate(args, state, kwargs.get("model"), kwargs.get("processing_class"))
+
+    # -- work --
+    def evaluate(self, args, state, model, tokenizer=None) -> dict | None:
+        """Evaluate now (all ranks must call this together); returns the summary."""
+        if state.global_step == self._last_step:  # step and epoch end can coincide
+            return None
+        self._last_step = state.global_step
+        tok = self.tokenizer if self.tokenizer is not None else tokenizer
+        if model is None or tok is None:
+            raise ValueError("EvalCallback needs the model and a tokenizer (pass tokenizer= or processing_class to the Trainer)")
+        if self._eval_sets is None:
+            self._eval_sets = load_eval_sets(self.data, self.forget_split, sets=self.sets or ALL_SETS, subset=self.subset)
+        distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+        rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+        was_training = model.training
+        model.eval()
+        try:
+            tables = compute_tables(model, tok, self._eval_sets, shard=(rank, world) if distributed else None,
+                                    progress=False, **self.kw)
+        finally:
+            model.train(was_training)
+        if distributed:
+            gathered: list = [None] * world
+            dist.all_gather_object(gathered, tables)
+            tables = merge_shards(gathered)
+        summary = summarize(tables, retain_stats=self.retain_stats)
+        summary.update(step=int(state.global_step), epoch=float(state.epoch or 0.0), world_size=world)
+        self.history.append(summary)
+        if rank == 0:
+            self._write(args, state, tables, summary)
+        return summary
+
+    def _write(self, args, state, tables, summary) -> None:
+        root = Path(self.output_dir or args.output_dir) / EVAL_DIR
+        EvalResult(tables=tables, summary=summary).save(root / f"step-{state.global_step}")
+        append_jsonl(root / EVAL_HISTORY_FILE, [summary])
+        numeric = {f"eval/{k}": v for k, v in summary.items() if isinstance(v, (int, float)) and k not in ("step", "epoch")}
+        state.log_history.append({**numeric, "step": state.global_step, "epoch": state.epoch})
+        logger.info("step %d: %s", state.global_step,
+                    {k: round(v, 4) for k, v in numeric.items() if k.endswith(("model_utility", "truth_ratio", "extraction_strength"))})
+
+
+def merge_shards(shards: Sequence[dict[str, pd.DataFrame]]) -> dict[str, pd.DataFrame]:
+    """Concatenate per-rank tables set by set and restore item order (by the ``index`` column)."""
+    names = list(dict.fromkeys(n for s in shards for n in s))
+    out = {}
+    for n in names:
+        parts = [s[n] for s in shards if n in s]
+        out[n] = pd.concat(parts, ignore_index=True).sort_values("index", kind="stable").reset_index(drop=True)
+    return out
 
 
 def concat_batches(batches: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
@@ -371,8 +560,6 @@ def concat_batches(batches: list[dict[str, torch.Tensor]]) -> dict[str, torch.Te
 
 def build_probes(forget_dataset, retain_dataset, size: int, pad_token_id: int) -> dict[str, dict[str, torch.Tensor]]:
     """Fixed probe sets: the first ``size`` rows of the forget and retain ``QADataset`` s, padded."""
-    from unlearning.data import QACollator
-
     collate = QACollator(pad_token_id)
     probes = {}
     for name, ds in (("forget", forget_dataset), ("retain", retain_dataset)):

@@ -14,17 +14,26 @@ from __future__ import annotations
 import json
 import logging
 import platform
+import re
 import sys
 import time
 from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+import accelerate
 import torch
+import transformers
 from transformers import HfArgumentParser, PreTrainedModel
 from transformers.trainer_utils import get_last_checkpoint
 
+from geffect.io import atomic_write_json
+from geffect.masking import check_mask, load_mask
+from unlearning import objectives
 from unlearning.config import UnlearningArguments
+from unlearning.data import ForgetRetainCollator, ForgetRetainDataset, QADataset, get_template
+from unlearning.models import load_model_and_tokenizer, prepare_default_models
 from unlearning.hooks import (
     GEffectCallback,
     JsonlLogCallback,
@@ -65,28 +74,19 @@ class RunResult:
 
 
 def _versions() -> dict[str, str]:
-    import accelerate
-    import transformers
-
     out = {"python": platform.python_version(), "torch": torch.__version__,
            "transformers": transformers.__version__, "accelerate": accelerate.__version__}
     try:
-        from importlib.metadata import version
-
         out["geffect-unlearning"] = version("geffect-unlearning")
-    except Exception:  # noqa: BLE001 - not installed as a distribution
+    except PackageNotFoundError:  # not installed as a distribution
         out["geffect-unlearning"] = "unknown"
     return out
 
 
 def _load_model(args: UnlearningArguments):
     """The model and tokenizer named by ``args.model``, or the prepared default model."""
-    from unlearning.models import load_model_and_tokenizer
-
     source = args.model
     if source is None:
-        from unlearning.models import prepare_default_models
-
         with args.main_process_first(desc="preparing the default model"):
             prepared = prepare_default_models(args.data, args.split)
         source = str(prepared.target)
@@ -96,32 +96,29 @@ def _load_model(args: UnlearningArguments):
     return model, tokenizer, source
 
 
-def build_datasets(args: UnlearningArguments, tokenizer, model=None, objective=None, data_config=None):
+def build_datasets(args: UnlearningArguments, tokenizer, model=None, objective=None, data=None):
     """(ForgetRetainDataset, forget QADataset, retain QADataset) for ``args``.
 
-    ``data_config`` is passed to ``unlearning.data.load_split(config=...)`` (an
-    ``EmbeddedConfig`` for a non-default embedded benchmark).
+    ``data``: the ``unlearning.data.DataSource`` to read (default ``args.data_source()``; pass
+    one for a non-default embedded benchmark).
 
     The retain sampler of ``ForgetRetainDataset`` is seeded with ``seed + process_index`` (its
     ``rank``) so every process draws its own retain rows (open-unlearning issue #139).
     """
-    from unlearning import data as D
-
-    template = D.get_template(model if model is not None else tokenizer)
-    forget_rows = D.load_split(args.data, args.split, config=data_config)
-    retain_rows = D.load_split(args.data, args.resolved_retain_split(), config=data_config)
-    forget = D.QADataset(forget_rows, tokenizer, template=template, max_length=args.max_length)
-    retain = D.QADataset(retain_rows, tokenizer, template=template, max_length=args.max_length)
-    needs_idk = getattr(objective, "needs_idk", args.method in IDK_METHODS)
-    idk = D.load_idk_answers(args.data) if needs_idk else None
-    dataset = D.ForgetRetainDataset(forget, retain, seed=args.seed, rank=args.process_index, idk_answers=idk)
+    source = data if data is not None else args.data_source()
+    template = get_template(model if model is not None else tokenizer)
+    forget_rows = source.load_split(args.split)
+    retain_rows = source.load_split(args.resolved_retain_split())
+    forget = QADataset(forget_rows, tokenizer, template=template, max_length=args.max_length)
+    retain = QADataset(retain_rows, tokenizer, template=template, max_length=args.max_length)
+    needs_idk = getattr(objective, "needs_idk", getattr(objective, "name", args.method) in IDK_METHODS)
+    idk = source.idk_answers() if needs_idk else None
+    dataset = ForgetRetainDataset(forget, retain, seed=args.seed, rank=args.process_index, idk_answers=idk)
     return dataset, forget, retain
 
 
 def freeze_except(model, pattern: str) -> list[str]:
     """Train only parameters whose name matches ``pattern`` (``re.search``); returns their names."""
-    import re
-
     regex = re.compile(pattern)
     kept = []
     for name, p in model.named_parameters():
@@ -152,29 +149,25 @@ def _checkpoint_step(checkpoint: str) -> int:
     return int(Path(checkpoint).name.rsplit("-", 1)[-1])
 
 
-def _write_json(path: Path, obj: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str), encoding="utf-8")
-    tmp.replace(path)
-
-
 def run_unlearning(
     args: UnlearningArguments,
     model: PreTrainedModel | None = None,
     tokenizer=None,
     *,
+    objective=None,
+    data=None,
     callbacks: list | None = None,
-    data_config=None,
 ) -> RunResult:
     """Unlearn ``args.split`` from a model with ``args.method``; returns the trained trainer.
 
-    ``model``/``tokenizer`` override ``args.model`` (both or neither). Writes everything listed
-    in docs/training.md under ``args.output_dir``; extra ``callbacks`` are added to the trainer.
-    ``data_config``: an ``unlearning.data.EmbeddedConfig`` when ``args.data == "embedded"`` should
-    not be the default benchmark (e.g. the 4-author data of ``tiny_recipe()``).
+    ``model``/``tokenizer`` override ``args.model`` (both or neither). ``objective``: an
+    objective object to train with (default ``unlearning.objectives.get(args.method,
+    **args.objective_hparams())``); the trainer builds its reference model (at most one) when
+    the objective needs it, and every callback that needs the objective or the reference reads
+    them from the trainer. ``data``: an ``unlearning.data.DataSource`` (default
+    ``args.data_source()``), e.g. a non-default embedded benchmark. Writes everything listed in
+    docs/training.md under ``args.output_dir``; extra ``callbacks`` are added to the trainer.
     """
-    from unlearning import objectives
-
     if (model is None) != (tokenizer is None):
         raise ValueError("pass both model and tokenizer to run_unlearning, or neither (then args.model is loaded)")
     output_dir = Path(args.output_dir)
@@ -186,14 +179,12 @@ def run_unlearning(
 
     if args.trainable is not None:
         freeze_except(model, args.trainable)
-    objective = objectives.get(args.method, **args.objective_hparams())
-    dataset, forget, retain = build_datasets(args, tokenizer, model, objective, data_config)
-    from unlearning.data import ForgetRetainCollator
+    if objective is None:
+        objective = objectives.get(args.method, **args.objective_hparams())
+    dataset, forget, retain = build_datasets(args, tokenizer, model, objective, data)
 
     mask = None
     if args.mask:
-        from geffect.masking import check_mask, load_mask
-
         mask = load_mask(args.mask, device=args.device)
         check_mask(mask, model)
 
@@ -221,7 +212,9 @@ def run_unlearning(
         trainer.add_callback(TokenWeightCallback(trainer))
     if args.track_geffect:
         probes = build_probes(forget, retain, args.geffect_probe_size, tokenizer.pad_token_id)
-        trainer.add_callback(GEffectCallback(trainer, probes, every=args.geffect_every, pg_effect=args.pg_effect))
+        pg = args.pg_instances if args.pg_effect else False
+        trainer.add_callback(GEffectCallback(trainer, probes, every=args.geffect_every, pg_effect=pg,
+                                             probe_weights=args.probe_weights))
     for cb in callbacks or []:
         trainer.add_callback(cb)
 
@@ -235,8 +228,10 @@ def run_unlearning(
         "data": args.data,
         "split": args.split,
         "retain_split": args.resolved_retain_split(),
+        "data_source": (data if data is not None else args.data_source()).to_dict(),
         "n_forget": len(forget),
         "n_retain": len(retain),
+        "rows_truncated": {"forget": forget.n_truncated, "retain": retain.n_truncated, "max_length": args.max_length},
         "mask": args.mask,
         "trainable": args.trainable,
         "world_size": world,
@@ -255,7 +250,7 @@ def run_unlearning(
         "training_args": args.to_dict(),
     }
     if trainer.is_world_process_zero():
-        _write_json(output_dir / RUN_CONFIG_FILE, run_config)
+        atomic_write_json(output_dir / RUN_CONFIG_FILE, run_config)
 
     train_output = trainer.train(resume_from_checkpoint=checkpoint)
     trainer.save_model(str(output_dir))  # model + tokenizer (processing_class); main process writes
@@ -264,7 +259,7 @@ def run_unlearning(
     run_config["global_step"] = trainer.state.global_step
     run_config["train_metrics"] = metrics
     if trainer.is_world_process_zero():
-        _write_json(output_dir / RUN_CONFIG_FILE, run_config)
+        atomic_write_json(output_dir / RUN_CONFIG_FILE, run_config)
     return RunResult(output_dir, trainer, trainer.accelerator.unwrap_model(trainer.model), tokenizer, run_config, metrics)
 
 
