@@ -398,12 +398,13 @@ class GEffectCallback(TrainerCallback):
         lp = lp.detach().float().cpu()  # (N, T)
         tw, iw = getattr(out, "token_weights", None), getattr(out, "instance_weights", None)
         n = int(batch["input_ids"].shape[0])
-        if tw is not None:
-            tw = tw.detach().float().cpu()  # (N, T)
+        tw = torch.ones_like(lp) if tw is None else tw.detach().float().cpu()  # (N, T)
+        if iw is not None:  # instance-level weights (NPO-style; their token weights are a broadcast)
+            weights, kind = iw.detach().float().cpu().flatten(), "instance"
+        elif getattr(out, "token_weights", None) is not None:
             weights, kind = (tw * mask).sum(1) / mask.sum(1).clamp(min=1), "token_mean"
         else:
-            tw = torch.ones_like(lp)
-            weights, kind = (iw.detach().float().cpu().flatten(), "instance") if iw is not None else (torch.ones(n), "none")
+            weights, kind = torch.ones(n), "none"
         ids = self.tracker.instance_ids["forget"]
         rows = [(step, ids[i], t, p, w) for i in range(n) for t, p, w in
                 zip(mask[i].nonzero().flatten().tolist(), lp[i][mask[i]].exp().tolist(), tw[i][mask[i]].tolist())]
