@@ -7,8 +7,9 @@ from geffect.effect import GEffectResult, flat_gradient, gradient_effect, instan
 from geffect.engine import per_instance_dots
 from geffect.groups import aggregate, coarse_groups, parameter_groups
 from geffect.losses import answer_logprob, answer_mask, answer_nll, token_logprobs
+from geffect.engine import model_logits
 from geffect.masking import (apply_mask_to_gradients, load_mask, mask_overlap, mask_summary, masked_direction,
-                             masked_geffect, save_mask, weight_mask)
+                             masked_geffect, module_type, save_mask, weight_mask)
 from geffect.tracker import GEffectRecord, GEffectTracker
 
 __all__ = [
@@ -26,7 +27,7 @@ __all__ = [
     "parameter_groups",
     "per_instance_dots",
     "token_logprobs",
-    # weight attribution (WAGLE), issue 6
+    # weight attribution (WAGLE)
     "apply_mask_to_gradients",
     "attribute_weights",
     "load_mask",
@@ -34,6 +35,8 @@ __all__ = [
     "mask_summary",
     "masked_direction",
     "masked_geffect",
+    "model_logits",
+    "module_type",
     "save_mask",
     "weight_mask",
 ]

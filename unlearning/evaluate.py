@@ -419,7 +419,7 @@ def evaluate_model(
                             max_new_tokens=max_new_tokens, max_length=max_length, generate=generate, progress=progress)
     summary = summarize(tables, retain_stats=retain_stats)
     summary["splits"] = {name: split for name, (split, _) in eval_sets.items()}
-    summary["settings"] = {"data": data, "forget_split": forget_split, "batch_size": batch_size,
+    summary["settings"] = {"data": data.to_dict() if hasattr(data, "to_dict") else data, "forget_split": forget_split, "batch_size": batch_size,
                            "max_new_tokens": max_new_tokens, "subset": subset, "generate": generate}
     return EvalResult(tables=tables, summary=summary)
 

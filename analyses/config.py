@@ -1,0 +1,163 @@
+"""The study's configuration: one dataclass gives the CLI, the defaults and every cache key.
+
+Each field of :class:`StudyConfig` declares, in ``metadata["stages"]``, which cached stages
+of the study it changes (``()`` for fields that change no result, like ``output_dir``). A
+stage's key is a hash of the values of its declared fields, the stage version and the keys of
+the stages upstream of it (:func:`stage_key`), so changing ``--max-length`` re-runs the
+references, masks and methods, and a new field cannot be added without saying what it
+affects (``tests/test_analyses_config.py`` fails otherwise). ``metadata["help"]`` is the
+``--help`` text of ``python -m analyses.geffect_tofu`` (built by ``HfArgumentParser``).
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import sys
+import types
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from transformers import HfArgumentParser
+
+from geffect.io import dumps
+
+__all__ = ["DEFAULT_METHODS", "QUICK", "STAGES", "StudyConfig", "parse_study_args", "stage_fields", "stage_key"]
+
+#: The cached stages in order, and the stages whose keys each one's key includes.
+STAGES: dict[str, tuple[str, ...]] = {
+    "models": (),
+    "references": ("models",),
+    "masks": ("models",),
+    "methods": ("models", "references", "masks"),
+}
+#: Bump when a stage's outputs change meaning (invalidates every cached stage).
+STUDY_VERSION = 2
+DEFAULT_METHODS = ("ga", "gd", "npo", "wga", "tnpo", "simsat", "simimp", "satimp", "wagle_gd")
+COMPUTE = ("references", "masks", "methods")  # stages that run a model
+
+
+def _f(default: Any, help: str, stages: Sequence[str], **kw: Any) -> Any:
+    meta = {"help": help, "stages": tuple(stages)}
+    if isinstance(default, (list, tuple)):
+        return field(default_factory=lambda: list(default), metadata=meta, **kw)
+    return field(default=default, metadata=meta, **kw)
+
+
+@dataclass
+class StudyConfig:
+    """Everything that determines a study run (the defaults are the tuned 2-core CPU study)."""
+
+    data: str = _f("embedded", "'embedded' (offline), a local TOFU folder, or a hub name such as locuslab/TOFU.",
+                   ["models"])
+    split: str = _f("forget10", "Forget split (forget01 / forget05 / forget10).", ["models"])
+    max_authors: int | None = _f(None, "Keep the forget authors plus retain authors up to N in total (models, "
+                                 "unlearning and evaluation all see that subset); default: all.", ["models"])
+    model: str | None = _f(None, "Name or path of a model already fine-tuned on the data (skips preparing the "
+                           "default models).", ["models"])
+    retain_model: str | None = _f(None, "Model fine-tuned on the retain split only (forget quality); default: the "
+                                  "prepared one.", ["models"])
+    quick: bool = _f(False, "One-minute smoke run: tiny recipe, few steps, small probes and evaluation.", ["models"])
+    methods: list[str] = _f(DEFAULT_METHODS, "Methods to run: registered objectives or wagle_gd (GD restricted to "
+                            "the WAGLE mask); space- or comma-separated.", [])
+    epochs: float = _f(1.0, "Unlearning epochs over the forget split.", ["methods"])
+    steps: int | None = _f(None, "Max optimizer steps (overrides --epochs when set).", ["methods"])
+    batch_size: int = _f(4, "Forget rows per micro-batch.", ["methods"])
+    grad_accum: int = _f(1, "Gradient accumulation steps.", ["methods"])
+    lr: float | None = _f(None, "Unlearning learning rate; default 1e-3 on the small default model, the unlearning "
+                          "default for pre-trained models with --model.", ["methods"])
+    geffect_every: int = _f(4, "Track G-effects (and PG-effects, probe weights) every k optimizer steps.",
+                            ["methods"])
+    probe_size: int = _f(12, "Forget and retain probe instances for G-effects.", ["methods"])
+    pg_effects: bool = _f(True, "Record PG-effects of the forget-probe instances.", ["methods"])
+    eval_subset: int | None = _f(40, "Evaluate the first N rows of each set (0 = all).", COMPUTE)
+    eval_batch_size: int = _f(16, "Evaluation batch size.", ["references", "methods"])
+    max_new_tokens: int = _f(32, "Generation length for ROUGE-L.", ["references", "methods"])
+    max_length: int = _f(256, "Max tokens of prompt + answer; longer rows keep their answer (prompt cut from the "
+                         "left) and are counted in the report.", COMPUTE)
+    wagle_density: float = _f(0.5, "Fraction of weights wagle_gd updates.", ["masks"])
+    wagle_calibration: int = _f(32, "Forget and retain rows the WAGLE scores are computed on.", ["masks"])
+    attribution_examples: int = _f(3, "Forget answers whose token attributions are shown.", ["references", "methods"])
+    attribution_steps: int = _f(16, "Integrated-gradients steps of the token attributions.", ["references", "methods"])
+    device: str | None = _f(None, "cpu, cuda, cuda:1 ... (default: cuda if available).", COMPUTE)
+    bf16: bool = _f(False, "Load and train the models in bfloat16.", COMPUTE)
+    seed: int = _f(0, "Seed of unlearning, data order and the random mask.", ["masks", "methods"])
+    output_dir: str = _f("outputs/geffect_tofu", "Study folder (cached stages, data, figures, report).", [])
+    cache_dir: str | None = _f(None, "Default-model cache (default $GEFFECT_CACHE or ~/.cache/geffect-unlearning).",
+                               [])
+    png: bool = _f(True, "Also export the figures as PNG (needs Chromium for kaleido).", [])
+    progress: bool = _f(True, "Show progress bars.", [])
+
+    def __post_init__(self) -> None:
+        if isinstance(self.methods, str):
+            self.methods = [self.methods]
+        self.methods = [m.strip() for item in self.methods for m in str(item).split(",") if m.strip()]
+        if not self.methods:
+            raise ValueError("--methods is empty; name at least one method, e.g. --methods ga satimp")
+        if self.eval_subset == 0:
+            self.eval_subset = None
+        for name in ("batch_size", "grad_accum", "geffect_every", "probe_size", "eval_batch_size", "max_new_tokens"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if not 0 < self.wagle_density <= 1:
+            raise ValueError(f"--wagle-density must be in (0, 1], got {self.wagle_density}")
+
+    @classmethod
+    def quick_config(cls, **overrides: Any) -> "StudyConfig":
+        """The ``--quick`` smoke run (:data:`QUICK`) with ``overrides`` on top."""
+        return cls(**{**QUICK, **overrides})
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+#: The ``--quick`` preset: tiny recipe, few steps, small probes and evaluation.
+QUICK: dict[str, Any] = dict(quick=True, steps=3, epochs=1.0, batch_size=4, geffect_every=1, probe_size=4,
+                             eval_subset=4, max_new_tokens=8, wagle_calibration=8, attribution_examples=2,
+                             attribution_steps=4, max_length=128)
+
+
+def stage_fields(stage: str) -> list[str]:
+    """Names of the config fields that declare ``stage``."""
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}; stages: {list(STAGES)}")
+    return [f.name for f in dataclasses.fields(StudyConfig) if stage in f.metadata["stages"]]
+
+
+def stage_key(config: StudyConfig, stage: str, upstream: dict[str, str], **extra: Any) -> str:
+    """The cache key of ``stage``: its declared fields, the upstream stages' keys and ``extra``."""
+    missing = [s for s in STAGES[stage] if s not in upstream]
+    if missing:
+        raise ValueError(f"stage {stage!r} needs the keys of {missing} first")
+    payload = {"version": STUDY_VERSION, "stage": stage,
+               "fields": {name: getattr(config, name) for name in stage_fields(stage)},
+               "upstream": {s: upstream[s] for s in STAGES[stage]}, "extra": extra}
+    return hashlib.sha256(dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class _StudyParser(HfArgumentParser):
+    """HfArgumentParser that keeps the ``stages`` metadata out of ``add_argument``."""
+
+    @staticmethod
+    def _parse_dataclass_field(parser, f: dataclasses.Field) -> None:
+        f = copy.copy(f)
+        f.metadata = types.MappingProxyType({k: v for k, v in f.metadata.items() if k != "stages"})
+        HfArgumentParser._parse_dataclass_field(parser, f)
+
+
+def parse_study_args(argv: Sequence[str] | None = None, *, prog: str = "python -m analyses.geffect_tofu",
+                     description: str | None = None) -> StudyConfig:
+    """A :class:`StudyConfig` from command-line arguments (``--quick`` sets :data:`QUICK` as defaults)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = _StudyParser(StudyConfig, prog=prog, description=description)
+    if "--quick" in argv or any(a.startswith("--quick=") and a.split("=", 1)[1].lower() in ("1", "true", "yes")
+                                for a in argv):
+        parser.set_defaults(**{k: v for k, v in QUICK.items() if k != "quick"})
+    (config,) = parser.parse_args_into_dataclasses(args=argv)
+    return config
+
+
+def describe(config: StudyConfig) -> dict[str, Any]:
+    """The config as JSON-able values (for the report and summary)."""
+    return json.loads(dumps(config.to_dict()))

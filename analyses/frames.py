@@ -1,0 +1,132 @@
+"""The study's tidy frames, read from what the stages left on disk (schemas in docs/analyses.md).
+
+Every reader works on one run folder of ``unlearning.train`` (``runs/<method>/``) or the
+study's own folders and returns an empty frame when its data is missing or unreadable (the
+report then shows "no data" for it and says why in the log), so one broken run never stops
+the report. G-effects, PG-effects and probe weights are read through
+``geffect.GEffectTracker.load`` — the tracker alone knows its file layout.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+
+from geffect import GEffectTracker
+from unlearning.hooks import ANALYSIS_DIR, PROBE_INSTANCE_WEIGHTS, PROBE_TOKEN_WEIGHTS
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["FRAMES", "METRIC_COLUMNS", "collect_frames", "geffect_frames", "metric_row", "read_parquet"]
+
+FRAMES = ("geffect_steps", "geffect_layers", "pg_effects", "token_weights", "mask_density", "metrics",
+          "token_attribution")
+METRIC_COLUMNS = ["method", "reference", "forget_es", "retain_es", "forget_quality", "model_utility",
+                  "forget_probability", "retain_probability", "forget_rougeL", "retain_rougeL",
+                  "forget_truth_ratio", "mia_min_k_auc", "steps", "train_s", "eval_s"]
+_SUMMARY_KEYS = {"forget_es": "forget/extraction_strength", "retain_es": "retain/extraction_strength",
+                 "forget_quality": "forget_quality", "model_utility": "model_utility",
+                 "forget_probability": "forget/probability", "retain_probability": "retain/probability",
+                 "forget_rougeL": "forget/rougeL_recall", "retain_rougeL": "retain/rougeL_recall",
+                 "forget_truth_ratio": "forget/truth_ratio", "mia_min_k_auc": "mia/min_k_auc"}
+
+
+def read_parquet(path: Path) -> pd.DataFrame:
+    return pd.read_parquet(path) if path.is_file() else pd.DataFrame()
+
+
+def metric_row(method: str, summary: Mapping[str, Any], *, reference: bool = False) -> dict[str, Any]:
+    """One metrics-table row from an evaluation ``summary.json`` (missing values are NaN)."""
+    def get(key: str) -> float:
+        value = summary.get(key)
+        return float(value) if isinstance(value, (int, float)) else float("nan")
+
+    return {"method": method, "reference": reference, **{col: get(key) for col, key in _SUMMARY_KEYS.items()}}
+
+
+def geffect_frames(run_dir: Path, method: str) -> dict[str, pd.DataFrame]:
+    """``geffect_layers``, ``pg_effects`` and ``token_weights`` of one run (empty frames when unreadable).
+
+    ``geffect_layers``: method, step, probe, group, value (mean over probe instances, fine groups);
+    ``pg_effects``: method, step, instance, unlearning, retaining, weight (PG-effect on the forget
+    and retain probes summed over groups, and the objective's weight on that instance);
+    ``token_weights``: method, step, instance, likelihood, weight (forget-probe answer tokens).
+    """
+    empty = {"geffect_layers": pd.DataFrame(), "pg_effects": pd.DataFrame(), "token_weights": pd.DataFrame()}
+    analysis = run_dir / ANALYSIS_DIR
+    try:
+        record = GEffectTracker.load(analysis)
+        layers = record.summary_table("fine")
+        pg = record.pg_table("fine")
+        tokens = record.step_table(PROBE_TOKEN_WEIGHTS)
+        weights = record.step_table(PROBE_INSTANCE_WEIGHTS)
+    except FileNotFoundError:
+        return empty
+    except Exception:  # noqa: BLE001 - an unreadable run becomes "no data" in the report
+        logger.exception("could not read the G-effect records in %s; the report shows no data for %s", analysis,
+                         method)
+        return empty
+    out = dict(empty)
+    if not layers.empty:
+        layers = layers[layers["probe"].isin(["forget", "retain"])]
+        out["geffect_layers"] = layers[["step", "probe", "group", "value"]].assign(method=method)
+    if not pg.empty:
+        totals = pg.groupby(["step", "instance", "probe"], as_index=False)["value"].sum()
+        wide = totals.pivot_table(index=["step", "instance"], columns="probe", values="value").reset_index()
+        wide = wide.rename(columns={"forget": "unlearning", "retain": "retaining"})
+        if not weights.empty:
+            wide = wide.merge(weights[["step", "instance", "weight"]], on=["step", "instance"], how="left")
+        out["pg_effects"] = wide.assign(method=method)
+    if not tokens.empty:
+        out["token_weights"] = tokens[["step", "instance", "likelihood", "weight"]].assign(method=method)
+    return {k: _method_first(v) for k, v in out.items()}
+
+
+def _method_first(frame: pd.DataFrame) -> pd.DataFrame:
+    if frame.empty:
+        return frame
+    return frame[["method", *[c for c in frame.columns if c != "method"]]].reset_index(drop=True)
+
+
+def collect_frames(out: Path, methods: list[str], done_file: str) -> dict[str, pd.DataFrame]:
+    """The study's tidy frames from everything on disk (methods with a done marker only)."""
+    parts: dict[str, list[pd.DataFrame]] = {name: [] for name in FRAMES}
+    metrics = []
+    for name in ("target", "retain"):
+        summary = out / "references" / f"eval_{name}" / "summary.json"
+        if summary.is_file():
+            row = metric_row(name, json.loads(summary.read_text()), reference=True)
+            if name == "retain" and np.isnan(row["forget_quality"]):
+                row["forget_quality"] = 1.0  # KS test of the retain model against itself
+            metrics.append(row)
+    parts["token_attribution"].append(read_parquet(out / "references" / "attribution_before.parquet"))
+    for method in methods:
+        run_dir = out / "runs" / method
+        marker = run_dir / done_file
+        if not marker.is_file():
+            continue
+        info = json.loads(marker.read_text())
+        for name, frame in geffect_frames(run_dir, method).items():
+            parts[name].append(frame)
+        parts["token_attribution"].append(read_parquet(run_dir / "study" / "attribution.parquet"))
+        summary = run_dir / "eval" / "summary.json"
+        if summary.is_file():
+            row = metric_row(method, json.loads(summary.read_text()))
+            row.update(train_s=info.get("train_s"), eval_s=info.get("eval_s"), steps=info.get("global_step"))
+            metrics.append(row)
+    frames = {name: pd.concat([p for p in ps if not p.empty], ignore_index=True)
+              if any(not p.empty for p in ps) else pd.DataFrame() for name, ps in parts.items()}
+    layers = frames["geffect_layers"]
+    if not layers.empty:
+        empty = [g for g, v in layers.groupby("group")["value"] if (v == 0).all()]
+        if empty:  # e.g. lm_head tied to embed: the tracker counts both uses in "embed"
+            logger.info("groups with no own parameters (tied or frozen) left out of the plots: %s", empty)
+            layers = frames["geffect_layers"] = layers[~layers["group"].isin(empty)].reset_index(drop=True)
+        frames["geffect_steps"] = layers.groupby(["method", "step", "probe"], as_index=False)["value"].sum()
+    frames["mask_density"] = read_parquet(out / "masks" / "mask_density.parquet")
+    frames["metrics"] = pd.DataFrame(metrics)
+    return frames
