@@ -18,7 +18,6 @@ Parameters absent from a mask are always trainable: :func:`apply_mask_to_gradien
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -29,9 +28,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 from torch import nn
 
+from geffect.effect import flat_gradient
+from geffect.engine import per_instance_dots
 from geffect.groups import is_norm_module, parameter_groups
+from geffect.io import atomic_path, dumps
 
 logger = logging.getLogger(__name__)
 
@@ -266,9 +270,10 @@ def _row_topk(s: torch.Tensor, density: float) -> torch.Tensor:
 # --------------------------------------------------------------------------- storage
 def save_mask(mask: Mapping[str, torch.Tensor], path: str | os.PathLike, *,
               metadata: Mapping[str, Any] | None = None) -> Path:
-    """Write a mask to safetensors (bool stored as uint8; metadata records the format)."""
-    from safetensors.torch import save_file
+    """Write a mask to safetensors atomically (bool stored as uint8; metadata records the format).
 
+    ``metadata`` values that are not strings are stored as JSON (:func:`geffect.io.dumps`).
+    """
     path = Path(path)
     if not mask:
         raise ValueError("refusing to save an empty mask")
@@ -282,16 +287,14 @@ def save_mask(mask: Mapping[str, torch.Tensor], path: str | os.PathLike, *,
     meta = {"format": MASK_FORMAT, "version": "1", "dtype": "bool",
             "kept": str(kept), "total": str(total)}
     for key, value in (metadata or {}).items():
-        meta[str(key)] = value if isinstance(value, str) else json.dumps(value)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(path), metadata=meta)
+        meta[str(key)] = value if isinstance(value, str) else dumps(value)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
     return path
 
 
 def load_mask(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> Mask:
     """Read a mask written by :func:`save_mask`; returns ``{name: bool tensor}``."""
-    from safetensors import safe_open
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
@@ -312,8 +315,6 @@ def load_mask(path: str | os.PathLike, *, device: str | torch.device = "cpu") ->
 
 def mask_metadata(path: str | os.PathLike) -> dict[str, str]:
     """The metadata stored with a mask file (format, kept, total and whatever the writer added)."""
-    from safetensors import safe_open
-
     with safe_open(str(path), framework="pt", device="cpu") as f:
         return dict(f.metadata() or {})
 
@@ -447,7 +448,7 @@ def mask_summary(mask: Mapping[str, torch.Tensor],
     ``fraction``. Groups come from :func:`geffect.groups.parameter_groups` when a model is given
     (or from the mapping given); module types from :func:`module_type`.
     """
-    import pandas as pd
+    import pandas as pd  # heavy; only the table-returning functions need it
 
     model = model_or_groups if isinstance(model_or_groups, nn.Module) else None
     counts = {n: (int(m.sum()), int(m.numel())) for n, m in mask.items()}
@@ -520,9 +521,7 @@ def masked_geffect(
     lowers the probe risk. Returns a DataFrame with one row per probe: ``probe``, ``dense``,
     ``masked``, ``masked_over_dense`` and the mask's ``density``.
     """
-    import pandas as pd
-
-    from geffect.effect import flat_gradient, per_instance_dots
+    import pandas as pd  # heavy; only the table-returning functions need it
 
     was_training = model.training
     model.eval()

@@ -1,6 +1,8 @@
 """Masks: exact counts, deterministic ties, streamed thresholding, storage, masked training."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
@@ -165,6 +167,23 @@ def test_save_load_roundtrip(tmp_path):
     assert len(check_mask(partial, model)) == len(back) - 2
     with pytest.raises(ValueError, match="not covered"):
         check_mask(partial, model, strict=True)
+
+
+def test_save_mask_is_atomic(tmp_path, monkeypatch):
+    """A writer that dies half-way leaves the previous mask file intact and no temporary file."""
+    m = {"w": torch.tensor([True, False, True])}
+    path = save_mask(m, tmp_path / "mask.safetensors", metadata={"density": torch.tensor(0.5)})
+    assert masking.mask_metadata(path)["density"] == "0.5"  # non-string metadata stored as JSON
+
+    def torn_write(tensors, filename, metadata=None):
+        Path(filename).write_bytes(b"half a file")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(masking, "save_file", torn_write)
+    with pytest.raises(OSError, match="disk full"):
+        save_mask({"w": torch.tensor([False, False, False])}, path)
+    assert equal(load_mask(path), m)
+    assert [f.name for f in tmp_path.iterdir()] == ["mask.safetensors"]
 
 
 def _train(model, mask, *, weight_decay, steps=3, lr=1e-2):

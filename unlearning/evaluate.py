@@ -36,9 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +46,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from geffect.io import atomic_write, atomic_write_json, atomic_write_parquet, jsonable
 from geffect.losses import answer_nll
 from unlearning.metrics import aggregate as agg
 from unlearning.metrics.extraction import extraction_strength_from_logits
@@ -84,14 +83,13 @@ class EvalResult:
         if fmt not in ("parquet", "jsonl"):
             raise ValueError(f"fmt must be 'parquet' or 'jsonl', got {fmt!r}")
         out = Path(output_dir)
-        (out / "per_instance").mkdir(parents=True, exist_ok=True)
         for name, df in self.tables.items():
             target = out / "per_instance" / f"{name}.{fmt}"
             if fmt == "parquet":
-                _atomic_write(target, lambda p, df=df: df.to_parquet(p, index=False))
+                atomic_write_parquet(target, df)
             else:
-                _atomic_write(target, lambda p, df=df: df.to_json(p, orient="records", lines=True, double_precision=15))
-        _atomic_write(out / "summary.json", lambda p: Path(p).write_text(json.dumps(_jsonable(self.summary), indent=2)))
+                atomic_write(target, lambda fh, df=df: df.to_json(fh, orient="records", lines=True, double_precision=15))
+        atomic_write_json(out / "summary.json", jsonable(self.summary))
         return out
 
     @classmethod
@@ -108,27 +106,7 @@ class EvalResult:
         return cls(tables=tables, summary=summary)
 
 
-def _atomic_write(target: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def _jsonable(x):
-    if isinstance(x, Mapping):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, (np.floating, float)):
-        return None if math.isnan(float(x)) else float(x)
-    if isinstance(x, np.integer):
-        return int(x)
-    return x
+_jsonable = jsonable  # the name unlearning.metrics.callback imports
 
 
 # ---- data --------------------------------------------------------------------------------------
