@@ -21,14 +21,14 @@ import pandas as pd
 import torch
 from captum.attr import LayerIntegratedGradients
 
-from geffect.losses import answer_logprob
+from geffect import answer_logprob, model_logits
 
 logger = logging.getLogger(__name__)
 
 
 def _forward(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Summed answer log-likelihood per row, (B,) (captum repeats the extra args per step)."""
-    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits  # (B, T, V)
+    logits = model_logits(model, input_ids, attention_mask)  # (B, T, V)
     return answer_logprob(logits, labels)
 
 

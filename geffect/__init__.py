@@ -4,7 +4,7 @@ Depends only on torch (and transformers models duck-typed); never imports ``unle
 """
 from geffect.attribution import attribute_weights
 from geffect.effect import GEffectResult, flat_gradient, gradient_effect, instance_effect
-from geffect.engine import per_instance_dots
+from geffect.engine import model_logits, per_instance_dots
 from geffect.groups import aggregate, coarse_groups, parameter_groups
 from geffect.losses import answer_logprob, answer_mask, answer_nll, token_logprobs
 from geffect.masking import (apply_mask_to_gradients, load_mask, mask_overlap, mask_summary, masked_direction,
@@ -23,6 +23,7 @@ __all__ = [
     "flat_gradient",
     "gradient_effect",
     "instance_effect",
+    "model_logits",
     "parameter_groups",
     "per_instance_dots",
     "token_logprobs",

@@ -46,7 +46,9 @@ from typing import Any
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
+from geffect.engine import model_logits
 from geffect.losses import answer_nll, compute_dtype
 
 logger = logging.getLogger(__name__)
@@ -75,7 +77,7 @@ def attribute_weights(
     """Score every selected parameter tensor; returns ``{name: float32 tensor}`` (param shape).
 
     Args:
-        model: a causal LM called as ``model(input_ids=..., attention_mask=...)`` with ``.logits``.
+        model: a causal LM, called through :func:`geffect.engine.model_logits`.
         forget_batches / retain_batches: iterables of batches (``input_ids``, ``attention_mask``,
             ``labels``), consumed once, one batch at a time (a DataLoader or a generator).
             ``retain_batches`` is required by ``wagle`` only; ``magnitude`` and ``random`` need
@@ -181,7 +183,7 @@ def accumulate_gradients(
     try:
         for batch in _progress(batches, progress, desc):
             input_ids, attention_mask, labels = _unpack(batch, params[0].device)
-            logits = model(input_ids=input_ids, attention_mask=attention_mask).logits  # (B, T, V)
+            logits = model_logits(model, input_ids, attention_mask)  # (B, T, V)
             risk = answer_nll(logits, labels)  # (B,)
             torch.autograd.grad(risk.sum(), params, allow_unused=True)
             count += int(risk.shape[0])
@@ -239,7 +241,7 @@ def _wanda_scores(model, named, batches, *, progress):
             for batch in _progress(batches, progress, "forget"):
                 input_ids, attention_mask, _ = _unpack(batch, device)
                 current_mask[0] = attention_mask.bool() if attention_mask is not None else None
-                model(input_ids=input_ids, attention_mask=attention_mask)
+                model_logits(model, input_ids, attention_mask)  # the hooks record the inputs
     finally:
         for h in handles:
             h.remove()
@@ -292,8 +294,6 @@ def _unpack(batch: Batch, device: torch.device):
 def _progress(batches: Iterable[Any], enabled: bool, desc: str):
     if not enabled:
         return batches
-    from tqdm.auto import tqdm
-
     total = len(batches) if hasattr(batches, "__len__") else None
     return tqdm(batches, total=total, desc=f"attribution ({desc})", unit="batch")
 
