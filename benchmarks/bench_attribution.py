@@ -84,12 +84,14 @@ def _model(size: str):
 def _batches(n: int, bsz: int, T: int, vocab: int, seed: int):
     import torch
 
+    from geffect.losses import IGNORE_INDEX
+
     g = torch.Generator().manual_seed(seed)
     out = []
     for _ in range(n // bsz):
         ids = torch.randint(0, vocab, (bsz, T), generator=g)
         labels = ids.clone()
-        labels[:, : T // 4] = -100  # a prompt
+        labels[:, : T // 4] = IGNORE_INDEX  # a prompt
         out.append({"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels})
     return out
 

@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from geffect import per_instance_dots
 from geffect.effect import flat_gradient
 from geffect.engine import model_logits
-from geffect.losses import answer_nll
+from geffect.losses import IGNORE_INDEX, answer_nll
 
 logger = logging.getLogger("bench_geffect")
 
@@ -68,8 +68,8 @@ def make_batch(vocab: int, n: int, seq_len: int, seed: int = 0) -> dict[str, tor
     lengths = torch.randint(seq_len // 2, seq_len + 1, (n,), generator=g)  # (N,)
     mask = (torch.arange(seq_len)[None, :] < lengths[:, None]).long()  # (N, T)
     ids = ids * mask
-    labels = ids.masked_fill(mask == 0, -100)
-    labels[:, :16] = -100
+    labels = ids.masked_fill(mask == 0, IGNORE_INDEX)
+    labels[:, :16] = IGNORE_INDEX
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 

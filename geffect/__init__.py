@@ -9,7 +9,7 @@ from geffect.effect import GEffectResult, flat_gradient, gradient_effect, instan
 from geffect.engine import model_logits, per_instance_dots
 from geffect.groups import (LAYER_BUCKETS, MODULE_SUBTYPES, MODULE_TYPES, aggregate, coarse_groups, layer_bucket,
                             layer_buckets, layer_index, module_subtype, module_type, parameter_groups)
-from geffect.losses import answer_logprob, answer_mask, answer_nll, token_logprobs
+from geffect.losses import IGNORE_INDEX, answer_logprob, answer_mask, answer_nll, compute_dtype, token_logprobs
 from geffect.masking import (apply_mask_to_gradients, load_mask, mask_overlap, mask_summary, masked_direction,
                              masked_geffect, save_mask, weight_mask)
 from geffect.tracker import GEffectRecord, GEffectTracker
@@ -18,6 +18,7 @@ __all__ = [
     "GEffectRecord",
     "GEffectResult",
     "GEffectTracker",
+    "IGNORE_INDEX",
     "LAYER_BUCKETS",
     "MODULE_SUBTYPES",
     "MODULE_TYPES",
@@ -26,6 +27,7 @@ __all__ = [
     "answer_mask",
     "answer_nll",
     "coarse_groups",
+    "compute_dtype",
     "flat_gradient",
     "gradient_effect",
     "instance_effect",
