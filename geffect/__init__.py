@@ -4,7 +4,7 @@ Works on any torch model (Hugging Face causal LMs duck-typed); needs torch, safe
 files), tqdm (progress bars) and pandas (tidy tables, imported on use). Never imports
 ``unlearning`` or ``analyses``.
 """
-from geffect.attribution import attribute_weights
+from geffect.attribution import attribute_and_save, attribute_weights
 from geffect.effect import GEffectResult, flat_gradient, gradient_effect, instance_effect
 from geffect.engine import model_logits, per_instance_dots
 from geffect.groups import (LAYER_BUCKETS, MODULE_SUBTYPES, MODULE_TYPES, aggregate, coarse_groups, layer_bucket,
@@ -42,6 +42,7 @@ __all__ = [
     "token_logprobs",
     # weight attribution and masks (WAGLE, Jia et al., NeurIPS 2024)
     "apply_mask_to_gradients",
+    "attribute_and_save",
     "attribute_weights",
     "load_mask",
     "mask_overlap",

@@ -304,7 +304,7 @@ def load_mask(path: str | os.PathLike, *, device: str | torch.device = "cpu") ->
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
-            f"no mask file at {path}; create one with `python -m geffect.attribute --output {path} ...`"
+            f"no mask file at {path}; create one with `python -m unlearning.attribute --output {path} ...`"
         )
     with safe_open(str(path), framework="pt", device="cpu") as f:
         meta = f.metadata() or {}

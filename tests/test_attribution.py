@@ -171,7 +171,7 @@ def test_params_subset_and_errors(setup):
 def test_attribute_and_save_writes_mask_and_summaries(setup, tmp_path):
     import json
 
-    from geffect.attribute import attribute_and_save
+    from geffect.attribution import attribute_and_save
     from geffect.masking import check_mask, load_mask
 
     model, forget, retain, *_ = setup
@@ -194,7 +194,7 @@ def test_cli_end_to_end(tmp_path, tiny_llama, tiny_tokenizer):
         from unlearning.data import QACollator, QADataset, load_split  # noqa: F401
     except ImportError as err:
         pytest.skip(f"unlearning.data not available yet: {err}")
-    from geffect.attribute import main
+    from unlearning.attribute import main
     from geffect.masking import load_mask
 
     tiny_llama.save_pretrained(tmp_path / "model")
