@@ -197,8 +197,8 @@ def private_uses_in_analyses() -> list[str]:
     return bad
 
 
-# analyses modules being rewritten to use the packages' public names only; any other module
-# that imports a private name fails the test
+# analyses modules that still import names their modules do not export (to move to the public
+# API); any other module that imports an unexported name fails the test
 _PENDING = ("analyses/pipeline.py",)
 
 
@@ -207,7 +207,7 @@ def test_analyses_uses_only_public_names():
     unexpected = [b for b in bad if not b.startswith(_PENDING)]
     assert not unexpected, "analyses imports names geffect/unlearning do not export:\n" + "\n".join(unexpected)
     if bad:
-        pytest.xfail(f"{len(bad)} imports of unexported names in {', '.join(_PENDING)} (being moved to the "
+        pytest.xfail(f"{len(bad)} imports of unexported names in {', '.join(_PENDING)} (to move to the "
                      "public API): " + "; ".join(bad[:3]))
 
 

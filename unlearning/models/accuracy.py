@@ -3,7 +3,7 @@
 For every answer token (label != -100, see :mod:`geffect.losses`) the model's argmax
 prediction given the true prefix is compared with the label. The score of one instance is
 the fraction it gets right; :func:`answer_token_accuracy` returns the mean over instances
-(each instance counts once, like the risk R(D) in DESIGN.md). This is TOFU's "exact
+(each instance counts once, like the risk R(D) of a G-effect probe set). This is TOFU's "exact
 memorisation"; ``unlearning.metrics`` has the per-instance metric used in evaluations.
 """
 from __future__ import annotations
