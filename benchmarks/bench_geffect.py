@@ -37,6 +37,7 @@ import time
 from pathlib import Path
 
 import torch
+from transformers import LlamaConfig, LlamaForCausalLM
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
@@ -54,8 +55,6 @@ CONFIGS = {
 
 
 def build(name: str) -> torch.nn.Module:
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     torch.manual_seed(0)
     cfg = LlamaConfig(**CONFIGS[name], max_position_embeddings=256, tie_word_embeddings=False)
     return LlamaForCausalLM(cfg).float().eval()
@@ -121,7 +120,7 @@ def floor_step(model, batch, direction):
 
 def captum_totals(model, batch, test_index: int) -> torch.Tensor:
     """Row totals <grad R(x_i), grad R(x_test)> with captum TracInCP (one checkpoint, lr 1)."""
-    from captum.influence import TracInCP
+    from captum.influence import TracInCP  # heavy; only the captum comparison needs it
 
     class Wrapped(torch.nn.Module):
         def __init__(self, inner):

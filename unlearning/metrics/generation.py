@@ -121,7 +121,7 @@ def rouge_l_recall(predictions: Sequence[str], references: Sequence[str]) -> tor
     if len(predictions) != len(references):
         raise ValueError(f"{len(predictions)} predictions but {len(references)} references")
     if _SCORER is None:
-        from rouge_score import rouge_scorer
+        from rouge_score import rouge_scorer  # heavy (nltk); only ROUGE needs it, on first use
 
         _SCORER = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
     vals = [_SCORER.score(ref, pred)["rougeL"].recall for pred, ref in zip(predictions, references)]
