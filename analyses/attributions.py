@@ -4,7 +4,7 @@ For one QA example, the target is the summed answer log-likelihood log p(y | x) 
 quantity unlearning pushes down). ``captum.attr.LayerIntegratedGradients`` on the input
 embedding layer attributes it to every input position (baseline: the pad token's
 embedding, integral over ``n_steps`` points); the attribution of a position is the sum over
-the hidden dimension. Only answer positions (labels != -100) are returned. Running it on
+the hidden dimension. Only answer positions (:func:`geffect.answer_mask`) are returned. Running it on
 the target model and on each unlearned model shows which answer tokens still carry the
 answer's likelihood after unlearning (plot 8 of the study)::
 
@@ -21,14 +21,14 @@ import pandas as pd
 import torch
 from captum.attr import LayerIntegratedGradients
 
-from geffect.losses import answer_logprob
+from geffect import IGNORE_INDEX, answer_logprob, answer_mask, model_logits
 
 logger = logging.getLogger(__name__)
 
 
 def _forward(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Summed answer log-likelihood per row, (B,) (captum repeats the extra args per step)."""
-    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits  # (B, T, V)
+    logits = model_logits(model, input_ids, attention_mask)  # (B, T, V)
     return answer_logprob(logits, labels)
 
 
@@ -53,11 +53,11 @@ def token_attributions(model, tokenizer, examples: Sequence[dict[str, torch.Tens
             ids = ex["input_ids"].reshape(1, -1).to(device)  # (1, T)
             am = ex["attention_mask"].reshape(1, -1).to(device)
             labels = ex["labels"].reshape(1, -1).to(device)
-            baseline = torch.where(labels == -100, ids, torch.full_like(ids, pad_id))  # keep the prompt
+            baseline = torch.where(labels == IGNORE_INDEX, ids, torch.full_like(ids, pad_id))  # keep the prompt
             attr = lig.attribute(ids, baselines=baseline, additional_forward_args=(am, labels),
                                  n_steps=n_steps, internal_batch_size=internal_batch_size)  # (1, T, C)
             per_token = attr.sum(dim=-1)[0].detach().float().cpu()  # (T,)
-            answer = (labels[0] != -100).nonzero().flatten().tolist()
+            answer = answer_mask(labels)[0].nonzero().flatten().tolist()
             example_id = int(ex["index"]) if "index" in ex else k
             for pos, t in enumerate(answer):
                 token = tokenizer.decode([int(ids[0, t])])

@@ -31,6 +31,8 @@ import threading
 import time
 
 logger = logging.getLogger("bench_attribution")
+# torch and the library are imported inside the worker functions only: each measurement runs in
+# a fresh subprocess, and the driver process that launches them stays free of torch's memory.
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
@@ -82,12 +84,14 @@ def _model(size: str):
 def _batches(n: int, bsz: int, T: int, vocab: int, seed: int):
     import torch
 
+    from geffect.losses import IGNORE_INDEX
+
     g = torch.Generator().manual_seed(seed)
     out = []
     for _ in range(n // bsz):
         ids = torch.randint(0, vocab, (bsz, T), generator=g)
         labels = ids.clone()
-        labels[:, : T // 4] = -100  # a prompt
+        labels[:, : T // 4] = IGNORE_INDEX  # a prompt
         out.append({"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels})
     return out
 
@@ -96,6 +100,7 @@ def worker_attribution(kind: str, size: str, samples: int, bsz: int, T: int) -> 
     import torch
 
     from geffect.attribution import attribute_weights
+    from geffect.engine import model_logits
     from geffect.losses import answer_nll
 
     model = _model(size)
@@ -103,13 +108,13 @@ def worker_attribution(kind: str, size: str, samples: int, bsz: int, T: int) -> 
     forget, retain = _batches(samples, bsz, T, vocab, 1), _batches(samples, bsz, T, vocab, 2)
     model_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     # warm-up (allocator, kernels) on one batch, not timed
-    answer_nll(model(input_ids=forget[0]["input_ids"]).logits, forget[0]["labels"]).sum().backward()
+    answer_nll(model_logits(model, forget[0]["input_ids"], None), forget[0]["labels"]).sum().backward()
     model.zero_grad(set_to_none=True)
     with PeakRSS() as mem:
         t0 = time.perf_counter()
         if kind == "fwd_bwd":
             for b in forget + retain:
-                logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
+                logits = model_logits(model, b["input_ids"], b["attention_mask"])  # (B, T, V)
                 answer_nll(logits, b["labels"]).sum().backward()
         else:
             attribute_weights(model, forget, retain, method="wagle")
@@ -129,6 +134,7 @@ def worker_timing(size: str, samples: int, bsz: int, T: int, reps: int, threads:
     import torch
 
     from geffect.attribution import accumulate_gradients, attribute_weights
+    from geffect.engine import model_logits
     from geffect.losses import answer_nll
 
     torch.set_num_threads(threads)
@@ -137,7 +143,7 @@ def worker_timing(size: str, samples: int, bsz: int, T: int, reps: int, threads:
     forget, retain = _batches(samples, bsz, T, vocab, 1), _batches(samples, bsz, T, vocab, 2)
     named = dict(model.named_parameters())
     acc = {n: torch.zeros_like(p) for n, p in named.items()}  # one persistent accumulator, as in a real pass
-    answer_nll(model(input_ids=forget[0]["input_ids"]).logits, forget[0]["labels"]).sum().backward()
+    answer_nll(model_logits(model, forget[0]["input_ids"], None), forget[0]["labels"]).sum().backward()
     wall = {"fwd_bwd": 0.0, "accumulate": 0.0}
     cpu = {"fwd_bwd": 0.0, "accumulate": 0.0}
 
@@ -148,7 +154,7 @@ def worker_timing(size: str, samples: int, bsz: int, T: int, reps: int, threads:
         cpu[key] += time.process_time() - c
 
     def plain(b):
-        logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
+        logits = model_logits(model, b["input_ids"], b["attention_mask"])  # (B, T, V)
         answer_nll(logits, b["labels"]).sum().backward()
 
     for _ in range(reps):

@@ -37,13 +37,14 @@ import time
 from pathlib import Path
 
 import torch
+from transformers import LlamaConfig, LlamaForCausalLM
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from geffect import per_instance_dots
 from geffect.effect import flat_gradient
 from geffect.engine import model_logits
-from geffect.losses import answer_nll
+from geffect.losses import IGNORE_INDEX, answer_nll
 
 logger = logging.getLogger("bench_geffect")
 
@@ -54,8 +55,6 @@ CONFIGS = {
 
 
 def build(name: str) -> torch.nn.Module:
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     torch.manual_seed(0)
     cfg = LlamaConfig(**CONFIGS[name], max_position_embeddings=256, tie_word_embeddings=False)
     return LlamaForCausalLM(cfg).float().eval()
@@ -68,8 +67,8 @@ def make_batch(vocab: int, n: int, seq_len: int, seed: int = 0) -> dict[str, tor
     lengths = torch.randint(seq_len // 2, seq_len + 1, (n,), generator=g)  # (N,)
     mask = (torch.arange(seq_len)[None, :] < lengths[:, None]).long()  # (N, T)
     ids = ids * mask
-    labels = ids.masked_fill(mask == 0, -100)
-    labels[:, :16] = -100
+    labels = ids.masked_fill(mask == 0, IGNORE_INDEX)
+    labels[:, :16] = IGNORE_INDEX
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
@@ -121,7 +120,7 @@ def floor_step(model, batch, direction):
 
 def captum_totals(model, batch, test_index: int) -> torch.Tensor:
     """Row totals <grad R(x_i), grad R(x_test)> with captum TracInCP (one checkpoint, lr 1)."""
-    from captum.influence import TracInCP
+    from captum.influence import TracInCP  # heavy; only the captum comparison needs it
 
     class Wrapped(torch.nn.Module):
         def __init__(self, inner):

@@ -23,6 +23,13 @@ import time
 import torch
 from transformers import TrainerCallback
 
+from geffect import answer_nll, model_logits
+from unlearning.config import UnlearningArguments
+from unlearning.data import QADataset, load_split, retain_split_for
+from unlearning.hooks import build_probes
+from unlearning.models import DefaultRecipe, build_model, train_tokenizer
+from unlearning.train import run_unlearning
+
 logger = logging.getLogger("bench_tracking")
 
 
@@ -58,13 +65,6 @@ def main() -> None:
     logging.getLogger("transformers").setLevel(logging.WARNING)
     torch.set_num_threads(opts.threads)
 
-    from geffect.losses import answer_nll
-    from unlearning.config import UnlearningArguments
-    from unlearning.data import QADataset, load_split, retain_split_for
-    from unlearning.hooks import build_probes
-    from unlearning.models import DefaultRecipe, build_model, train_tokenizer
-    from unlearning.train import run_unlearning
-
     forget_rows = load_split("embedded", "forget10")
     retain_rows = load_split("embedded", retain_split_for("forget10"))
     texts = [f"{r['question']} {r['answer']}" for r in list(forget_rows) + list(retain_rows)]
@@ -81,7 +81,7 @@ def main() -> None:
     for _ in range(opts.steps):
         t0 = time.perf_counter()
         for batch in probes.values():
-            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            logits = model_logits(model, batch["input_ids"], batch["attention_mask"])  # (B, T, V)
             answer_nll(logits, batch["labels"]).mean().backward()
         model.zero_grad(set_to_none=True)
         plain.append(time.perf_counter() - t0)

@@ -36,18 +36,30 @@ Usage::
 
     scores = attribute_weights(model, forget_loader, retain_loader, method="wagle")
     mask = weight_mask(scores, density=0.8)       # geffect.masking
+
+or, scoring, thresholding and writing mask + summaries in one call (what
+``python -m unlearning.attribute`` runs)::
+
+    paths = attribute_and_save(model, forget_loader, retain_loader, "masks/wagle_0.8.safetensors")
 """
 from __future__ import annotations
 
 import logging
 import math
+import os
+import time
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
+from geffect.engine import model_logits
+from geffect.io import atomic_write, atomic_write_json
 from geffect.losses import answer_nll, compute_dtype
+from geffect.masking import mask_summary, save_mask, weight_mask
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +70,8 @@ REDUCTIONS = ("sum", "mean")
 DEFAULT_GAMMA = 1e-6
 
 Batch = Mapping[str, torch.Tensor]
+
+__all__ = ["DEFAULT_GAMMA", "METHODS", "REDUCTIONS", "accumulate_gradients", "attribute_and_save", "attribute_weights"]
 
 
 def attribute_weights(
@@ -75,7 +89,7 @@ def attribute_weights(
     """Score every selected parameter tensor; returns ``{name: float32 tensor}`` (param shape).
 
     Args:
-        model: a causal LM called as ``model(input_ids=..., attention_mask=...)`` with ``.logits``.
+        model: a causal LM, called through :func:`geffect.engine.model_logits`.
         forget_batches / retain_batches: iterables of batches (``input_ids``, ``attention_mask``,
             ``labels``), consumed once, one batch at a time (a DataLoader or a generator).
             ``retain_batches`` is required by ``wagle`` only; ``magnitude`` and ``random`` need
@@ -151,6 +165,61 @@ def attribute_weights(
     return scores
 
 
+def attribute_and_save(
+    model: nn.Module,
+    forget_batches: Iterable[Batch] | None,
+    retain_batches: Iterable[Batch] | None,
+    output: str | os.PathLike,
+    *,
+    method: str = "wagle",
+    density: float = 0.8,
+    gamma: float = DEFAULT_GAMMA,
+    reduction: str = "sum",
+    scope: str | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    info: Mapping[str, Any] | None = None,
+) -> dict[str, Path]:
+    """Score (:func:`attribute_weights`), keep the top ``density`` (:func:`geffect.masking.weight_mask`), write.
+
+    Files, each written atomically:
+
+    - ``output``: the mask (safetensors, :func:`geffect.masking.save_mask`; the settings and
+      ``info`` in its metadata), the ``--mask`` of ``python -m unlearning.train``;
+    - ``output`` with suffix ``.summary.csv``: kept fraction per parameter group and module
+      type (:func:`geffect.masking.mask_summary`);
+    - ``output`` with suffix ``.json``: the settings, ``info``, the overall numbers and timings.
+
+    ``scope`` defaults to ``"row"`` for ``wanda`` (WAGLE's Wanda baseline ranks per output row)
+    and ``"global"`` otherwise. Returns ``{"mask", "summary", "json"}`` paths.
+    """
+    scope = scope or ("row" if method == "wanda" else "global")
+    t0 = time.perf_counter()
+    scores = attribute_weights(model, forget_batches, retain_batches, method=method, gamma=gamma,
+                               reduction=reduction, seed=seed, progress=progress)
+    t1 = time.perf_counter()
+    mask = weight_mask(scores, density, scope=scope, groups=model if scope == "layer" else None)
+    del scores
+    t2 = time.perf_counter()
+    kept = sum(int(m.sum()) for m in mask.values())
+    total = sum(int(m.numel()) for m in mask.values())
+    settings = {"method": method, "density": density, "gamma": gamma, "reduction": reduction,
+                "scope": scope, "seed": seed, **(info or {})}
+    output = Path(output)
+    mask_path = save_mask(mask, output, metadata=settings)
+    summary = mask_summary(mask, model)
+    csv_path = atomic_write(output.with_suffix(".summary.csv"), lambda fh: summary.to_csv(fh, index=False))
+    record = {**settings, "kept": kept, "total": total, "kept_fraction": kept / total,
+              "n_masked_tensors": len(mask), "seconds_attribution": round(t1 - t0, 3),
+              "seconds_threshold": round(t2 - t1, 3),
+              "groups": {r.name: r.fraction for r in summary.itertuples() if r.view == "group"},
+              "module_types": {r.name: r.fraction for r in summary.itertuples() if r.view == "module_type"}}
+    json_path = atomic_write_json(output.with_suffix(".json"), record)
+    logger.info("kept %d of %d weights (%.4f) in %d tensors; wrote %s, %s, %s",
+                kept, total, kept / total, len(mask), mask_path, csv_path, json_path)
+    return {"mask": mask_path, "summary": csv_path, "json": json_path}
+
+
 def accumulate_gradients(
     model: nn.Module,
     named: Mapping[str, nn.Parameter],
@@ -181,7 +250,7 @@ def accumulate_gradients(
     try:
         for batch in _progress(batches, progress, desc):
             input_ids, attention_mask, labels = _unpack(batch, params[0].device)
-            logits = model(input_ids=input_ids, attention_mask=attention_mask).logits  # (B, T, V)
+            logits = model_logits(model, input_ids, attention_mask)  # (B, T, V)
             risk = answer_nll(logits, labels)  # (B,)
             torch.autograd.grad(risk.sum(), params, allow_unused=True)
             count += int(risk.shape[0])
@@ -239,7 +308,7 @@ def _wanda_scores(model, named, batches, *, progress):
             for batch in _progress(batches, progress, "forget"):
                 input_ids, attention_mask, _ = _unpack(batch, device)
                 current_mask[0] = attention_mask.bool() if attention_mask is not None else None
-                model(input_ids=input_ids, attention_mask=attention_mask)
+                model_logits(model, input_ids, attention_mask)  # the hooks record the inputs
     finally:
         for h in handles:
             h.remove()
@@ -292,8 +361,6 @@ def _unpack(batch: Batch, device: torch.device):
 def _progress(batches: Iterable[Any], enabled: bool, desc: str):
     if not enabled:
         return batches
-    from tqdm.auto import tqdm
-
     total = len(batches) if hasattr(batches, "__len__") else None
     return tqdm(batches, total=total, desc=f"attribution ({desc})", unit="batch")
 

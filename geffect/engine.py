@@ -42,7 +42,7 @@ from torch.func import functional_call, grad, vmap
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from geffect.groups import parameter_groups
-from geffect.losses import answer_logprob, answer_mask, answer_nll
+from geffect.losses import IGNORE_INDEX, answer_logprob, answer_mask, answer_nll
 from geffect.rules import batch_sum, fallback_tangents, get_rule
 
 logger = logging.getLogger(__name__)
@@ -344,7 +344,7 @@ def _loop(model, ids, am, labels, dirs, loss_fn, cdtype) -> dict[str, torch.Tens
 
 def _vmap_token_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Same values as :func:`geffect.losses.token_logprobs` summed per row, without in-place writes."""
-    mask = labels[:, 1:] != -100  # (B, T-1)
+    mask = labels[:, 1:] != IGNORE_INDEX  # (B, T-1)
     logp = torch.log_softmax(logits[:, :-1].to(_float(logits.dtype)), dim=-1)  # (B, T-1, V)
     picked = logp.gather(-1, labels[:, 1:].clamp_min(0).unsqueeze(-1)).squeeze(-1)  # (B, T-1)
     return picked * mask, mask

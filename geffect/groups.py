@@ -20,10 +20,14 @@ family's attribute names:
 - ``other``: anything left (present only when non-empty). No parameter is ever dropped.
 
 Coarse views (:func:`coarse_groups`) are unions of parameters: ``"thirds"`` (embed / shallow /
-middle / deep / lm, the paper's buckets) is a union of fine groups, so a fine matrix can be
-summed into it with :func:`aggregate`. ``"attn_mlp"`` (embed / attention / mlp / norm / lm)
-splits each block by module type, so compute it by passing the coarse groups to
-:func:`geffect.per_instance_dots` directly.
+middle / deep / lm, the paper's buckets, :func:`layer_bucket`) is a union of fine groups, so a
+fine matrix can be summed into it with :func:`aggregate`. ``"attn_mlp"`` (embed / attn / mlp /
+norm / lm_head, :func:`module_type`) splits each block by module type, so compute it by passing
+the coarse groups to :func:`geffect.per_instance_dots` directly.
+
+Module types (:func:`module_type`, :func:`module_subtype`) are the one taxonomy of parameters
+by the module that owns them, shared by the ``"attn_mlp"`` view and by the weight-mask
+summaries of :mod:`geffect.masking`.
 
 Parameter names are those of ``model.named_parameters()`` (duplicates removed), which is also
 the key space of a direction dict.
@@ -32,14 +36,20 @@ from __future__ import annotations
 
 import re
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import torch
 from torch import nn
 
-__all__ = ["parameter_groups", "coarse_groups", "aggregate", "find_block_list", "is_norm_module"]
+__all__ = ["LAYER_BUCKETS", "MODULE_SUBTYPES", "MODULE_TYPES", "aggregate", "coarse_groups", "find_block_list",
+           "is_norm_module", "layer_bucket", "layer_buckets", "layer_index", "module_subtype", "module_type",
+           "parameter_groups"]
 
 _LAYER_RE = re.compile(r"^layer\.(\d+)$")
+LAYER_BUCKETS = ("embed", "shallow", "middle", "deep", "lm")
+MODULE_TYPES = ("embed", "attn", "mlp", "norm", "lm_head", "other")
+MODULE_SUBTYPES = ("embed", "attn.q", "attn.k", "attn.v", "attn.o", "attn.qkv", "attn.other",
+                   "mlp.gate", "mlp.up", "mlp.down", "mlp.gate_up", "mlp.other", "norm", "lm_head", "other")
 
 
 def is_norm_module(module: nn.Module) -> bool:
@@ -162,47 +172,143 @@ def parameter_groups(model: nn.Module) -> "OrderedDict[str, list[str]]":
     return groups
 
 
-def _layer_index(group: str) -> int | None:
+def layer_index(group: str) -> int | None:
+    """The block index of a fine group name ``layer.<i>``, else None."""
     m = _LAYER_RE.match(group)
     return int(m.group(1)) if m else None
 
 
-_ATTN_KEYS = ("attn", "attention")
-_MLP_KEYS = ("mlp", "ffn", "feed_forward", "feedforward", "fc")
+def layer_bucket(group: str, num_layers: int) -> str:
+    """The coarse bucket of a fine group: ``embed``, ``shallow`` / ``middle`` / ``deep``, ``lm`` or ``other``.
+
+    Block ``layer.i`` of ``num_layers`` goes to third ``min(2, floor(3 i / L))`` (Wang et al.,
+    ICLR 2025, split the decoder layers into shallow, middle and deep thirds); ``final_norm``
+    and ``lm_head`` form ``lm``; any other group (e.g. ``other``) is ``other``.
+    """
+    i = layer_index(group)
+    if i is not None:
+        if i >= num_layers:
+            raise ValueError(f"group {group!r} is outside a model of num_layers={num_layers} blocks")
+        return LAYER_BUCKETS[1 + min(2, (3 * i) // num_layers)]
+    if group == "embed":
+        return "embed"
+    if group in ("final_norm", "lm_head"):
+        return "lm"
+    return "other"
 
 
-def _kind_from_modules(model: nn.Module) -> dict[str, str]:
-    """Parameter name -> 'attention' / 'mlp' / 'norm' from the module classes on its path."""
-    param_name = {id(p): n for n, p in model.named_parameters()}
-    kinds: dict[str, str] = {}
-    for mod_name, mod in model.named_modules():
-        cls = type(mod).__name__.lower()
-        if is_norm_module(mod):
-            kind = "norm"
-        elif any(k in cls for k in _ATTN_KEYS):
-            kind = "attention"
-        elif any(k in cls for k in ("mlp", "feedforward", "ffn")):
-            kind = "mlp"
-        else:
-            continue
-        for p in mod.parameters(recurse=True):
-            name = param_name.get(id(p))
-            # outermost matching module wins, except that a norm is always a norm
-            if name is not None and (name not in kinds or kind == "norm"):
-                kinds[name] = kind
-    return kinds
+def layer_buckets(groups: Iterable[str]) -> dict[str, str]:
+    """:func:`layer_bucket` of every group name, with L = 1 + the largest block index among them."""
+    groups = list(dict.fromkeys(groups))
+    layers = [i for g in groups if (i := layer_index(g)) is not None]
+    num_layers = max(layers) + 1 if layers else 0
+    return {g: layer_bucket(g, num_layers) for g in groups}
 
 
-def _kind_from_name(name: str) -> str | None:
-    parts = name.lower().split(".")[:-1]  # module path without the parameter's own name
-    if any("norm" in p or p.startswith("ln") for p in parts[-1:]):
-        return "norm"
-    for p in parts:
-        if any(k in p for k in _ATTN_KEYS):
-            return "attention"
-        if any(p == k or p.startswith(k) for k in _MLP_KEYS):
-            return "mlp"
+# --------------------------------------------------------------------------- module types
+_ATTN_LEAVES = {
+    "q_proj": "attn.q", "query": "attn.q", "q": "attn.q", "wq": "attn.q",
+    "k_proj": "attn.k", "key": "attn.k", "k": "attn.k", "wk": "attn.k",
+    "v_proj": "attn.v", "value": "attn.v", "v": "attn.v", "wv": "attn.v",
+    "o_proj": "attn.o", "out_proj": "attn.o", "dense": "attn.o", "c_proj": "attn.o", "o": "attn.o", "wo": "attn.o",
+    "qkv_proj": "attn.qkv", "c_attn": "attn.qkv", "query_key_value": "attn.qkv", "wqkv": "attn.qkv",
+}
+_MLP_LEAVES = {
+    "gate_proj": "mlp.gate", "w1": "mlp.gate",
+    "up_proj": "mlp.up", "fc1": "mlp.up", "c_fc": "mlp.up", "w3": "mlp.up", "dense_h_to_4h": "mlp.up",
+    "down_proj": "mlp.down", "fc2": "mlp.down", "c_proj": "mlp.down", "w2": "mlp.down", "dense_4h_to_h": "mlp.down",
+    "gate_up_proj": "mlp.gate_up",
+}
+# leaf names that say their kind without an attention / MLP module around them (e.g. OPT's fc1)
+_DISTINCT_LEAVES = {
+    **{k: _ATTN_LEAVES[k] for k in ("q_proj", "k_proj", "v_proj", "o_proj", "qkv_proj", "c_attn", "query_key_value")},
+    **{k: _MLP_LEAVES[k] for k in ("gate_proj", "up_proj", "down_proj", "gate_up_proj", "fc1", "fc2", "c_fc",
+                                   "dense_h_to_4h", "dense_4h_to_h")},
+}
+_ATTN_WORDS = ("attn", "attention")
+_MLP_WORDS = ("mlp", "ffn", "feed_forward", "feedforward")
+_HEAD_LEAVES = ("lm_head", "embed_out", "output")
+
+
+def _kind(word: str) -> str | None:
+    """'attn' / 'mlp' when a module (attribute or class) name says so."""
+    word = word.lower()
+    if any(k in word for k in _ATTN_WORDS):
+        return "attn"
+    if any(k in word for k in _MLP_WORDS):
+        return "mlp"
     return None
+
+
+def _input_vocab_sizes(model: nn.Module) -> set[int]:
+    getter = getattr(model, "get_input_embeddings", None)
+    try:
+        emb = getter() if callable(getter) else None
+    except (NotImplementedError, AttributeError):
+        emb = None
+    return {emb.num_embeddings} if isinstance(emb, nn.Embedding) else set()
+
+
+def module_subtype(name: str, model: nn.Module | None = None) -> str:
+    """The fine module type of parameter ``name``: one of :data:`MODULE_SUBTYPES`.
+
+    With a model the owning module decides first, structurally: the output head (as found by
+    :func:`parameter_groups`) -> ``lm_head``; an ``nn.Embedding`` -> ``embed``; a norm module
+    (:func:`is_norm_module`) -> ``norm``. Without one, the owner's attribute name decides
+    (``lm_head``/``embed_out``/``output``; ``*embed*``/``wte``/``wpe``; ``*norm*``/``ln*``).
+    Otherwise the first module on the path, from the root, whose attribute or (with a model)
+    class name contains ``attn``/``attention`` or ``mlp``/``ffn``/``feed_forward`` makes the
+    parameter ``attn.*`` or ``mlp.*``, refined by the owner's name (q_proj, k_proj, v_proj,
+    o_proj/dense/out_proj/c_proj; gate_proj/w1, up_proj/fc1/c_fc/w3, down_proj/fc2/c_proj/w2;
+    fused qkv / gate_up), else ``attn.other`` / ``mlp.other``. Unambiguous projection names
+    (q_proj, fc1, dense_h_to_4h, ...) are recognised outside such modules too. Anything else
+    is ``other``.
+    """
+    mod_path = name.split(".")[:-1]
+    leaf = mod_path[-1].lower() if mod_path else ""
+    modules: list[nn.Module] = []  # the modules on the path below the root, outermost first
+    if model is not None:
+        module = model
+        try:
+            for part in mod_path:
+                module = module.get_submodule(part)
+                modules.append(module)
+        except AttributeError:
+            modules = []
+    owner = modules[-1] if modules and len(modules) == len(mod_path) else None
+    if owner is not None:
+        if owner is _output_embedding(model, _input_vocab_sizes(model)):
+            return "lm_head"
+        if isinstance(owner, nn.Embedding):
+            return "embed"
+        if is_norm_module(owner):
+            return "norm"
+    else:
+        if leaf in _HEAD_LEAVES:
+            return "lm_head"
+        if "embed" in leaf or leaf in ("wte", "wpe"):
+            return "embed"
+        if "norm" in leaf or re.fullmatch(r"ln(_\w+)?", leaf):
+            return "norm"
+    for i, part in enumerate(mod_path):
+        kind = _kind(part) or (_kind(type(modules[i]).__name__) if i < len(modules) else None)
+        if kind == "attn":
+            return _ATTN_LEAVES.get(leaf, "attn.other")
+        if kind == "mlp":
+            return _MLP_LEAVES.get(leaf, "mlp.other")
+    return _DISTINCT_LEAVES.get(leaf, "other")
+
+
+def module_type(name: str, model: nn.Module | None = None) -> str:
+    """The module type of parameter ``name``: one of :data:`MODULE_TYPES` (``attn.q`` etc. pooled).
+
+    ``module_subtype(name, model)`` up to its first dot; see :func:`module_subtype`.
+    """
+    return module_subtype(name, model).split(".")[0]
+
+
+# fine groups whose module type is known from the group alone
+_GROUP_MODULE_TYPES = {"embed": "embed", "final_norm": "norm", "lm_head": "lm_head"}
 
 
 def coarse_groups(
@@ -214,56 +320,25 @@ def coarse_groups(
     """Coarse views of fine groups, as coarse name -> parameter names.
 
     ``scheme="thirds"``: ``embed``, ``shallow``, ``middle``, ``deep``, ``lm`` (= final_norm +
-    lm_head); layer i of L goes to third ``floor(3 i / L)``. ``scheme="attn_mlp"``: ``embed``,
-    ``attention``, ``mlp``, ``norm`` (block norms and the final norm), ``lm`` (lm_head).
-    Block parameters are classified by the module classes on their path when ``model`` is
-    given (e.g. a ``*Attention`` submodule), else by their name path (``attn``/``attention``,
-    ``mlp``/``ffn``/``fc``, ``*norm``/``ln*``). Unclassified or ``other`` parameters go to
-    ``other`` (present only when non-empty).
+    lm_head), by :func:`layer_bucket`. ``scheme="attn_mlp"``: ``embed``, ``attn``, ``mlp``,
+    ``norm`` (block norms and the final norm), ``lm_head``, by :func:`module_type` (with
+    ``model``: from the module structure, else from the names); the ``embed``, ``final_norm``
+    and ``lm_head`` groups keep their own type. Parameters of no bucket or type go to ``other``
+    (present only when non-empty).
     """
-    out: OrderedDict[str, list[str]] = OrderedDict()
     if scheme == "thirds":
-        for key in ("embed", "shallow", "middle", "deep", "lm"):
-            out[key] = []
-        layers = sorted(i for g in groups if (i := _layer_index(g)) is not None)
-        n_layers = (max(layers) + 1) if layers else 0
-        thirds = ("shallow", "middle", "deep")
-        other: list[str] = []
-        for g, names in groups.items():
-            i = _layer_index(g)
-            if i is not None:
-                out[thirds[min(2, (3 * i) // max(n_layers, 1))]].extend(names)
-            elif g == "embed":
-                out["embed"].extend(names)
-            elif g in ("final_norm", "lm_head"):
-                out["lm"].extend(names)
-            else:
-                other.extend(names)
-        if other:
-            out["other"] = other
-        return out
-    if scheme == "attn_mlp":
-        for key in ("embed", "attention", "mlp", "norm", "lm"):
-            out[key] = []
-        kinds = _kind_from_modules(model) if model is not None else {}
-        other = []
-        for g, names in groups.items():
-            for name in names:
-                if g == "embed":
-                    out["embed"].append(name)
-                elif g == "lm_head":
-                    out["lm"].append(name)
-                elif g == "final_norm":
-                    out["norm"].append(name)
-                elif _layer_index(g) is not None:
-                    kind = kinds.get(name) or _kind_from_name(name)
-                    (out[kind] if kind else other).append(name)
-                else:
-                    other.append(name)
-        if other:
-            out["other"] = other
-        return out
-    raise ValueError(f"unknown coarse scheme {scheme!r}; use 'thirds' or 'attn_mlp'")
+        keys: Sequence[str] = LAYER_BUCKETS
+        bucket = layer_buckets(groups)
+        owner = {n: bucket[g] for g, names in groups.items() for n in names}
+    elif scheme == "attn_mlp":
+        keys = ("embed", "attn", "mlp", "norm", "lm_head")
+        owner = {n: _GROUP_MODULE_TYPES.get(g) or module_type(n, model) for g, names in groups.items() for n in names}
+    else:
+        raise ValueError(f"unknown coarse scheme {scheme!r}; use 'thirds' or 'attn_mlp'")
+    out: OrderedDict[str, list[str]] = OrderedDict((k, []) for k in keys)
+    for n, c in owner.items():
+        out.setdefault(c, []).append(n)  # "other" is the only key not made above
+    return out
 
 
 def aggregate(

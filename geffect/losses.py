@@ -1,8 +1,8 @@
-"""Token-level conventions shared by the whole toolkit (DESIGN.md, "Conventions").
+"""Token-level conventions shared by the whole toolkit.
 
-A batch holds ``input_ids``, ``attention_mask`` and ``labels`` (B, T); ``labels`` is -100 on
-prompt and padding tokens and the model shifts internally, so the logit at position t-1
-predicts ``labels[:, t]``.
+A batch holds ``input_ids``, ``attention_mask`` and ``labels`` (B, T); ``labels`` is
+:data:`IGNORE_INDEX` (-100, the ignore index of Hugging Face causal LMs) on prompt and padding
+tokens and the model shifts internally, so the logit at position t-1 predicts ``labels[:, t]``.
 
 Every token-level quantity in this project is **aligned with ``labels``**: a (B, T) tensor
 whose column t belongs to the token ``labels[:, t]``; column 0 and every position whose label
@@ -14,6 +14,8 @@ bf16 models.
 from __future__ import annotations
 
 import torch
+
+__all__ = ["IGNORE_INDEX", "answer_logprob", "answer_mask", "answer_nll", "compute_dtype", "token_logprobs"]
 
 IGNORE_INDEX = -100
 

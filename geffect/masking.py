@@ -15,25 +15,35 @@ beyond the output masks; no concatenated copy and no global sort.
 
 Parameters absent from a mask are always trainable: :func:`apply_mask_to_gradients` and
 :func:`masked_direction` leave them alone (the Wanda baseline masks Linear weights only).
+
+Module types (:func:`module_type`, :func:`module_subtype`) are those of :mod:`geffect.groups`,
+re-exported here for mask summaries.
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
-import re
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 from torch import nn
 
-from geffect.groups import is_norm_module, parameter_groups
+from geffect.effect import flat_gradient
+from geffect.engine import per_instance_dots
+from geffect.groups import MODULE_SUBTYPES, module_subtype, module_type, parameter_groups
+from geffect.io import atomic_path, dumps
 
 logger = logging.getLogger(__name__)
+
+__all__ = ["MASK_FORMAT", "SCOPES", "Mask", "apply_mask_to_gradients", "check_mask", "kept_count", "load_mask",
+           "mask_metadata", "mask_overlap", "mask_summary", "masked_direction", "masked_geffect", "module_subtype",
+           "module_type", "save_mask", "weight_mask"]
 
 SCOPES = ("global", "layer", "tensor", "row")
 MASK_FORMAT = "geffect-weight-mask"
@@ -266,9 +276,10 @@ def _row_topk(s: torch.Tensor, density: float) -> torch.Tensor:
 # --------------------------------------------------------------------------- storage
 def save_mask(mask: Mapping[str, torch.Tensor], path: str | os.PathLike, *,
               metadata: Mapping[str, Any] | None = None) -> Path:
-    """Write a mask to safetensors (bool stored as uint8; metadata records the format)."""
-    from safetensors.torch import save_file
+    """Write a mask to safetensors atomically (bool stored as uint8; metadata records the format).
 
+    ``metadata`` values that are not strings are stored as JSON (:func:`geffect.io.dumps`).
+    """
     path = Path(path)
     if not mask:
         raise ValueError("refusing to save an empty mask")
@@ -282,20 +293,18 @@ def save_mask(mask: Mapping[str, torch.Tensor], path: str | os.PathLike, *,
     meta = {"format": MASK_FORMAT, "version": "1", "dtype": "bool",
             "kept": str(kept), "total": str(total)}
     for key, value in (metadata or {}).items():
-        meta[str(key)] = value if isinstance(value, str) else json.dumps(value)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(path), metadata=meta)
+        meta[str(key)] = value if isinstance(value, str) else dumps(value)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
     return path
 
 
 def load_mask(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> Mask:
     """Read a mask written by :func:`save_mask`; returns ``{name: bool tensor}``."""
-    from safetensors import safe_open
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
-            f"no mask file at {path}; create one with `python -m geffect.attribute --output {path} ...`"
+            f"no mask file at {path}; create one with `python -m unlearning.attribute --output {path} ...`"
         )
     with safe_open(str(path), framework="pt", device="cpu") as f:
         meta = f.metadata() or {}
@@ -312,8 +321,6 @@ def load_mask(path: str | os.PathLike, *, device: str | torch.device = "cpu") ->
 
 def mask_metadata(path: str | os.PathLike) -> dict[str, str]:
     """The metadata stored with a mask file (format, kept, total and whatever the writer added)."""
-    from safetensors import safe_open
-
     with safe_open(str(path), framework="pt", device="cpu") as f:
         return dict(f.metadata() or {})
 
@@ -379,75 +386,17 @@ def masked_direction(direction: Mapping[str, torch.Tensor], mask: Mapping[str, t
 
 
 # --------------------------------------------------------------------------- summaries
-_ATTN_LEAVES = {
-    "q_proj": "attn.q", "query": "attn.q", "q": "attn.q", "wq": "attn.q",
-    "k_proj": "attn.k", "key": "attn.k", "k": "attn.k", "wk": "attn.k",
-    "v_proj": "attn.v", "value": "attn.v", "v": "attn.v", "wv": "attn.v",
-    "o_proj": "attn.o", "out_proj": "attn.o", "dense": "attn.o", "c_proj": "attn.o", "o": "attn.o", "wo": "attn.o",
-    "qkv_proj": "attn.qkv", "c_attn": "attn.qkv", "query_key_value": "attn.qkv", "wqkv": "attn.qkv",
-}
-_MLP_LEAVES = {
-    "gate_proj": "mlp.gate", "w1": "mlp.gate",
-    "up_proj": "mlp.up", "fc1": "mlp.up", "c_fc": "mlp.up", "w3": "mlp.up", "dense_h_to_4h": "mlp.up",
-    "down_proj": "mlp.down", "fc2": "mlp.down", "c_proj": "mlp.down", "w2": "mlp.down", "dense_4h_to_h": "mlp.down",
-    "gate_up_proj": "mlp.gate_up",
-}
-MODULE_TYPES = ("embed", "attn.q", "attn.k", "attn.v", "attn.o", "attn.qkv", "attn.other",
-                "mlp.gate", "mlp.up", "mlp.down", "mlp.gate_up", "mlp.other", "norm", "head", "other")
-
-
-def module_type(name: str, model: nn.Module | None = None) -> str:
-    """Classify a parameter by the module that owns it (one of :data:`MODULE_TYPES`).
-
-    With a model: ``nn.Embedding`` -> embed; the output head (``get_output_embeddings()``) ->
-    head; a norm module (:func:`geffect.groups.is_norm_module`) -> norm; a Linear-like module inside a
-    module path containing "attn"/"attention" or "mlp"/"feed_forward"/"ffn" -> attn.* / mlp.*
-    by its own name (q_proj, k_proj, v_proj, o_proj/dense/out_proj/c_proj; gate_proj/w1,
-    up_proj/fc1/c_fc, down_proj/fc2/c_proj; fused qkv/gate_up). Without a model the same name
-    rules are applied to the parameter name alone ("embed"/"wte"/"wpe" -> embed, "norm"/"ln" ->
-    norm, "lm_head" -> head).
-    """
-    parts = name.split(".")
-    mod_path = parts[:-1]
-    module = None
-    if model is not None:
-        try:
-            module = model.get_submodule(".".join(mod_path)) if mod_path else model
-        except AttributeError:
-            module = None
-    if module is not None:
-        head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-        if head is not None and module is head:
-            return "head"
-        if isinstance(module, nn.Embedding):
-            return "embed"
-        if is_norm_module(module):
-            return "norm"
-    leaf = mod_path[-1].lower() if mod_path else ""
-    path = [p.lower() for p in mod_path[:-1]]
-    if any("attn" in p or "attention" in p for p in path):
-        return _ATTN_LEAVES.get(leaf, "attn.other")
-    if any("mlp" in p or "feed_forward" in p or "ffn" in p for p in path):
-        return _MLP_LEAVES.get(leaf, "mlp.other")
-    if module is None:
-        if leaf in ("lm_head", "embed_out", "output"):
-            return "head"
-        if "embed" in leaf or leaf in ("wte", "wpe"):
-            return "embed"
-        if "norm" in leaf or re.fullmatch(r"ln(_\w+)?", leaf):
-            return "norm"
-    return "other"
-
-
 def mask_summary(mask: Mapping[str, torch.Tensor],
                  model_or_groups: nn.Module | Mapping[str, Iterable[str]] | None = None):
     """Kept fraction per parameter group and per module type: a pandas DataFrame.
 
     Columns ``view`` ("all" | "group" | "module_type"), ``name``, ``kept``, ``total``,
     ``fraction``. Groups come from :func:`geffect.groups.parameter_groups` when a model is given
-    (or from the mapping given); module types from :func:`module_type`.
+    (or from the mapping given); module types are the fine ones of
+    :func:`geffect.groups.module_subtype` (``attn.q``, ..., ``mlp.down``, ``norm``, ``lm_head``),
+    structural when a model is given.
     """
-    import pandas as pd
+    import pandas as pd  # heavy; only the table-returning functions need it
 
     model = model_or_groups if isinstance(model_or_groups, nn.Module) else None
     counts = {n: (int(m.sum()), int(m.numel())) for n, m in mask.items()}
@@ -476,8 +425,8 @@ def mask_summary(mask: Mapping[str, torch.Tensor],
             add("group", "ungrouped", rest)
     by_type: dict[str, list[str]] = {}
     for n in counts:
-        by_type.setdefault(module_type(n, model), []).append(n)
-    for t in MODULE_TYPES:
+        by_type.setdefault(module_subtype(n, model), []).append(n)
+    for t in MODULE_SUBTYPES:
         if t in by_type:
             add("module_type", t, by_type[t])
     return pd.DataFrame(rows, columns=["view", "name", "kept", "total", "fraction"])
@@ -520,9 +469,7 @@ def masked_geffect(
     lowers the probe risk. Returns a DataFrame with one row per probe: ``probe``, ``dense``,
     ``masked``, ``masked_over_dense`` and the mask's ``density``.
     """
-    import pandas as pd
-
-    from geffect.effect import flat_gradient, per_instance_dots
+    import pandas as pd  # heavy; only the table-returning functions need it
 
     was_training = model.training
     model.eval()

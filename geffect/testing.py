@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from geffect.engine import per_instance_dots
+from geffect.losses import IGNORE_INDEX
 
 __all__ = ["FAMILIES", "tiny_causal_lm", "random_batch", "random_direction", "relative_error", "compare_engines"]
 
@@ -34,7 +35,7 @@ def tiny_causal_lm(
     seed: int = 0,
 ) -> nn.Module:
     """A random-init Hugging Face causal LM of ``family`` built from a config (no download)."""
-    import transformers as tf
+    import transformers as tf  # heavy, and optional for geffect: only these test models need it
 
     torch.manual_seed(seed)
     common = dict(vocab_size=vocab_size, tie_word_embeddings=tied, bos_token_id=1, eos_token_id=2, pad_token_id=0)
@@ -76,8 +77,8 @@ def random_batch(
             mask[i, seq_len - pad :] = 0
             ids[i, seq_len - pad :] = pad_id
     labels = ids.clone()
-    labels[:, :prompt_len] = -100
-    labels[mask == 0] = -100
+    labels[:, :prompt_len] = IGNORE_INDEX
+    labels[mask == 0] = IGNORE_INDEX
     return {"input_ids": ids, "attention_mask": mask, "labels": labels, "index": torch.arange(batch_size)}
 
 

@@ -12,7 +12,7 @@ Fixtures (all session-scoped; treat the returned objects as read-only, or deep-c
 - ``tiny_prepared``: ``prepare_default_models("embedded", "forget10", recipe=tiny_recipe())``
   in a temporary cache: ``PreparedModels(target, retain, tokenizer, root)`` folders holding
   a trained target (knows forget10) and retain model (never saw it). A few seconds.
-- ``tofu_dir``: the real TOFU JSON folder (``$TOFU_DATA_DIR`` or ``../shared/data/tofu``
+- ``tofu_dir``: the real TOFU JSON folder (``$TOFU_DATA_DIR``, else the default data location
   next to the repository); skips the test when it is absent.
 """
 from __future__ import annotations

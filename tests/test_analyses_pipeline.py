@@ -52,7 +52,7 @@ def test_metric_row_reads_evaluation_summary():
     assert row["forget_probability"] != row["forget_probability"]  # NaN when missing
 
 
-@pytest.mark.skipif(not TOFU.is_dir(), reason="no real TOFU rows in ../shared/data/tofu")
+@pytest.mark.skipif(not TOFU.is_dir(), reason=f"no real TOFU rows in {TOFU}")
 def test_subset_tofu_folder_keeps_forget_and_first_retain_authors(tmp_path):
     dst = subset_tofu_folder(TOFU, tmp_path / "sub", "forget01", max_authors=5)
     lines = lambda p: sum(1 for line in open(p) if line.strip())  # noqa: E731

@@ -56,19 +56,20 @@ def test_layer_heatmap_orders_groups_and_scales_per_method():
     assert len(fig.data) == 4 * 2  # methods x probes
 
 
-def test_bucket_of_splits_layers_in_thirds():
-    names = [layer_buckets.bucket_of(f"layer.{i}", 12) for i in range(12)]
-    assert names == ["shallow"] * 4 + ["middle"] * 4 + ["deep"] * 4
-    assert layer_buckets.bucket_of("embed", 12) == "embed"
-    assert layer_buckets.bucket_of("lm_head", 12) == layer_buckets.bucket_of("final_norm", 12) == "lm"
-
-
 def test_add_buckets_sums_values():
     frame = pd.DataFrame({"method": "ga", "probe": "forget",
                           "group": ["embed", "layer.0", "layer.1", "layer.2", "lm_head"],
                           "value": [1.0, 2.0, 3.0, 4.0, 5.0]})
     out = layer_buckets.add_buckets(frame).set_index("bucket")["value"]
     assert out.to_dict() == {"embed": 1.0, "shallow": 2.0, "middle": 3.0, "deep": 4.0, "lm": 5.0}
+    # the buckets of geffect.layer_buckets: a leftover group is "other", not part of "lm"
+    with_other = pd.concat([frame, frame.iloc[[0]].assign(group="other", value=7.0)])
+    out = layer_buckets.add_buckets(with_other)
+    assert list(out["bucket"].cat.categories) == [*layer_buckets.BUCKETS, "other"]
+    assert out.set_index("bucket")["value"].to_dict() == {"embed": 1.0, "shallow": 2.0, "middle": 3.0, "deep": 4.0,
+                                                          "lm": 5.0, "other": 7.0}
+    fig = layer_buckets.plot(with_other)
+    assert list(fig.data[0].x) == [*layer_buckets.BUCKETS, "other"]
 
 
 def test_pg_scatter_uses_latest_step_by_default():

@@ -171,7 +171,7 @@ def test_params_subset_and_errors(setup):
 def test_attribute_and_save_writes_mask_and_summaries(setup, tmp_path):
     import json
 
-    from geffect.attribute import attribute_and_save
+    from geffect.attribution import attribute_and_save
     from geffect.masking import check_mask, load_mask
 
     model, forget, retain, *_ = setup
@@ -194,7 +194,7 @@ def test_cli_end_to_end(tmp_path, tiny_llama, tiny_tokenizer):
         from unlearning.data import QACollator, QADataset, load_split  # noqa: F401
     except ImportError as err:
         pytest.skip(f"unlearning.data not available yet: {err}")
-    from geffect.attribute import main
+    from unlearning.attribute import main
     from geffect.masking import load_mask
 
     tiny_llama.save_pretrained(tmp_path / "model")
@@ -210,7 +210,7 @@ def test_cli_end_to_end(tmp_path, tiny_llama, tiny_tokenizer):
 def test_wanda_gpt2_conv1d_and_module_types():
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from geffect.masking import module_type
+    from geffect.masking import module_subtype
 
     torch.manual_seed(0)
     model = GPT2LMHeadModel(GPT2Config(vocab_size=37, n_embd=16, n_layer=1, n_head=2, n_positions=32)).double().eval()
@@ -227,7 +227,7 @@ def test_wanda_gpt2_conv1d_and_module_types():
     X = feats[0][forget[0]["attention_mask"].bool()]  # (tokens, in)
     ref = mod.weight.detach().abs() * X.norm(dim=0)[:, None]
     torch.testing.assert_close(scores["transformer.h.0.mlp.c_fc.weight"].double(), ref, rtol=1e-5, atol=1e-9)
-    types = {n: module_type(n, model) for n, _ in model.named_parameters()}
+    types = {n: module_subtype(n, model) for n, _ in model.named_parameters()}
     assert types["transformer.wte.weight"] == "embed" and types["transformer.wpe.weight"] == "embed"
     assert types["transformer.h.0.attn.c_attn.weight"] == "attn.qkv"
     assert types["transformer.h.0.attn.c_proj.weight"] == "attn.o"

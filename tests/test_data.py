@@ -1,7 +1,7 @@
 """Tests of unlearning.data: sources, embedded benchmark, templates, tokenisation, collators, errors.
 
 Offline: the tokenizer is trained on the fly with ``tokenizers``; the real TOFU folder is used
-when present (``$TOFU_DATA_DIR`` or ``../shared/data/tofu``) and skipped otherwise.
+when present (``$TOFU_DATA_DIR``; the ``tofu_dir`` fixture has the default) and skipped otherwise.
 """
 from __future__ import annotations
 

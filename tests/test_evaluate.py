@@ -71,6 +71,15 @@ def test_retain_stats_sources(result, tmp_path):
         assert "forget_quality" in summarize(result.tables, retain_stats=REF / "phi_retain90")
 
 
+def test_summary_json_is_strict(tmp_path):
+    """NaN (an undefined metric) is written as null, numpy values as plain numbers."""
+    summary = {"forget/probability": np.float32(0.25), "mia/loss_auc": float("nan"), "sets": {"forget": np.int64(3)}}
+    EvalResult(tables={}, summary=summary).save(tmp_path)
+    text = (tmp_path / "summary.json").read_text()
+    back = json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
+    assert back == {"forget/probability": 0.25, "mia/loss_auc": None, "sets": {"forget": 3}}
+
+
 def test_cli_end_to_end(tiny_llama, tiny_tokenizer, tmp_path):
     model_dir = tmp_path / "model"
     tiny_llama.save_pretrained(model_dir)

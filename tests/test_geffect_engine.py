@@ -13,7 +13,7 @@ from torch import nn
 from geffect import parameter_groups, per_instance_dots
 from geffect.losses import answer_nll
 from geffect.rules import register_rule
-from geffect.rules import _RULES
+from geffect.rules.registry import _RULES
 from geffect.testing import FAMILIES, compare_engines, random_batch, random_direction, tiny_causal_lm
 
 

@@ -83,7 +83,7 @@ def test_pg_rows_and_bf16(tmp_path, setup):
     d = flat_gradient(bf16, lambda m: -answer_nll(model_logits(m, forget["input_ids"], None), forget["labels"]).mean())
     res = tracker.track(1, bf16, d)
     assert res["forget"].matrix.dtype == torch.float32 and torch.isfinite(res["forget"].matrix).all()
-    assert set(tracker.table("attn_mlp").group) == {"embed", "attention", "mlp", "norm", "lm"}
+    assert set(tracker.table("attn_mlp").group) == {"embed", "attn", "mlp", "norm", "lm_head"}
     pg = tracker.track_instance_effect(1, bf16, forget, instance_ids=[7, 8])
     assert pg["retain"].matrix.shape[0] == 2
     table = tracker.pg_table()

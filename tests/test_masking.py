@@ -1,6 +1,8 @@
 """Masks: exact counts, deterministic ties, streamed thresholding, storage, masked training."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
@@ -9,7 +11,7 @@ import geffect.masking as masking
 from geffect.groups import parameter_groups
 from geffect.losses import answer_nll
 from geffect.masking import (apply_mask_to_gradients, check_mask, kept_count, load_mask, mask_overlap,
-                             mask_summary, masked_direction, module_type, save_mask, weight_mask)
+                             mask_summary, masked_direction, module_subtype, module_type, save_mask, weight_mask)
 
 DENSITIES = [0.0, 0.1, 0.5, 0.95, 1.0]
 
@@ -167,6 +169,23 @@ def test_save_load_roundtrip(tmp_path):
         check_mask(partial, model, strict=True)
 
 
+def test_save_mask_is_atomic(tmp_path, monkeypatch):
+    """A writer that dies half-way leaves the previous mask file intact and no temporary file."""
+    m = {"w": torch.tensor([True, False, True])}
+    path = save_mask(m, tmp_path / "mask.safetensors", metadata={"density": torch.tensor(0.5)})
+    assert masking.mask_metadata(path)["density"] == "0.5"  # non-string metadata stored as JSON
+
+    def torn_write(tensors, filename, metadata=None):
+        Path(filename).write_bytes(b"half a file")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(masking, "save_file", torn_write)
+    with pytest.raises(OSError, match="disk full"):
+        save_mask({"w": torch.tensor([False, False, False])}, path)
+    assert equal(load_mask(path), m)
+    assert [f.name for f in tmp_path.iterdir()] == ["mask.safetensors"]
+
+
 def _train(model, mask, *, weight_decay, steps=3, lr=1e-2):
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     b = batch()
@@ -216,7 +235,7 @@ def test_masked_direction_and_overlap():
 
 def test_module_types():
     model = tiny_model()
-    types = {n: module_type(n, model) for n, _ in model.named_parameters()}
+    types = {n: module_subtype(n, model) for n, _ in model.named_parameters()}
     assert types["model.embed_tokens.weight"] == "embed"
     assert types["model.layers.0.self_attn.q_proj.weight"] == "attn.q"
     assert types["model.layers.1.self_attn.o_proj.weight"] == "attn.o"
@@ -224,15 +243,17 @@ def test_module_types():
     assert types["model.layers.0.mlp.down_proj.weight"] == "mlp.down"
     assert types["model.layers.0.input_layernorm.weight"] == "norm"
     assert types["model.norm.weight"] == "norm"
-    assert types["lm_head.weight"] == "head"
+    assert types["lm_head.weight"] == "lm_head"
+    assert all(module_type(n, model) == t.split(".")[0] for n, t in types.items())
     # name-only rules agree on this model, and cover GPT-2 style names
-    assert all(module_type(n) == t for n, t in types.items())
-    assert module_type("transformer.h.0.attn.c_attn.weight") == "attn.qkv"
-    assert module_type("transformer.h.0.mlp.c_proj.weight") == "mlp.down"
-    assert module_type("transformer.h.0.ln_1.weight") == "norm"
+    assert all(module_subtype(n) == t for n, t in types.items())
+    assert module_subtype("transformer.h.0.attn.c_attn.weight") == "attn.qkv"
+    assert module_subtype("transformer.h.0.mlp.c_proj.weight") == "mlp.down"
+    assert module_subtype("transformer.h.0.ln_1.weight") == "norm"
     m = weight_mask({n: p.detach().abs() for n, p in model.named_parameters()}, 0.2)
     df = mask_summary(m, model)
     assert {"all", "group", "module_type"} == set(df.view)
+    assert set(df[df.view == "module_type"].name) == set(types.values())
     assert df[df.view == "all"].kept.item() == total(m)
     assert df[df.view == "module_type"].kept.sum() == total(m)
 

@@ -1,7 +1,7 @@
 """Real reference check: our aggregation reproduces TOFU's published numbers from its per-item logs.
 
-Data: the official TOFU evaluation logs of Phi-1.5 retain models (shared/data/tofu-reference, or
-$TOFU_REFERENCE_DIR). Skips cleanly when they are absent.
+Data: the official TOFU evaluation logs of Phi-1.5 retain models (the folder ``$TOFU_REFERENCE_DIR``; ``REF`` below has the default). Skips cleanly
+when they are absent.
 """
 from __future__ import annotations
 

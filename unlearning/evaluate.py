@@ -8,7 +8,7 @@ Library::
     result.summary["model_utility"], result.tables["forget"]      # dict, pandas DataFrame
     result.save("runs/satimp/eval")
 
-CLI::
+CLI (every option is a field of :class:`EvaluateArguments`; ``--help`` lists them with defaults)::
 
     python -m unlearning.evaluate --model PATH --data embedded --split forget10 \
         [--retain-model PATH | --retain-logs FILE] --output-dir DIR [--max-samples N]
@@ -33,12 +33,9 @@ file is written to a temporary name and renamed, so a crash never leaves a half-
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
-import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,8 +44,13 @@ import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
+from transformers import HfArgumentParser
 
+from geffect.io import atomic_write, atomic_write_json, atomic_write_parquet, jsonable
 from geffect.losses import answer_nll
+from unlearning.cli import dataclass_parser, parse_dataclass
+from unlearning.data import (QACollator, QADataset, as_source, get_template, holdout_split_for,
+                             perturbed_split_for)
 from unlearning.metrics import aggregate as agg
 from unlearning.metrics.extraction import extraction_strength_from_logits
 from unlearning.metrics.generation import generate_answers, prompt_ids_from_batch, rouge_l_recall
@@ -60,8 +62,10 @@ from unlearning.metrics.likelihood import (
 )
 from unlearning.metrics.mia import MIA_ATTACKS, mia_auc, mia_scores_from_logits, privleak
 from unlearning.metrics.truth_ratio import truth_ratio_from_nll
+from unlearning.models import load_model_and_tokenizer
 
-__all__ = ["EvalResult", "evaluate_model", "compute_tables", "summarize", "load_retain_stats", "main"]
+__all__ = ["ALL_SETS", "EvalResult", "EvaluateArguments", "build_parser", "compute_tables", "evaluate_model",
+           "load_eval_sets", "load_retain_stats", "main", "parse_args", "summarize"]
 
 logger = logging.getLogger(__name__)
 
@@ -84,14 +88,13 @@ class EvalResult:
         if fmt not in ("parquet", "jsonl"):
             raise ValueError(f"fmt must be 'parquet' or 'jsonl', got {fmt!r}")
         out = Path(output_dir)
-        (out / "per_instance").mkdir(parents=True, exist_ok=True)
         for name, df in self.tables.items():
             target = out / "per_instance" / f"{name}.{fmt}"
             if fmt == "parquet":
-                _atomic_write(target, lambda p, df=df: df.to_parquet(p, index=False))
+                atomic_write_parquet(target, df)
             else:
-                _atomic_write(target, lambda p, df=df: df.to_json(p, orient="records", lines=True, double_precision=15))
-        _atomic_write(out / "summary.json", lambda p: Path(p).write_text(json.dumps(_jsonable(self.summary), indent=2)))
+                atomic_write(target, lambda fh, df=df: df.to_json(fh, orient="records", lines=True, double_precision=15))
+        atomic_write_json(out / "summary.json", jsonable(self.summary))
         return out
 
     @classmethod
@@ -108,41 +111,19 @@ class EvalResult:
         return cls(tables=tables, summary=summary)
 
 
-def _atomic_write(target: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def _jsonable(x):
-    if isinstance(x, Mapping):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, (np.floating, float)):
-        return None if math.isnan(float(x)) else float(x)
-    if isinstance(x, np.integer):
-        return int(x)
-    return x
+_jsonable = jsonable  # the name unlearning.metrics.callback imports
 
 
 # ---- data --------------------------------------------------------------------------------------
 
 
 def _set_splits(forget_split: str) -> dict[str, str]:
-    from unlearning import data as D
-
     return {
-        "forget": D.perturbed_split_for(forget_split),
+        "forget": perturbed_split_for(forget_split),
         "retain": "retain_perturbed",
         "real_authors": "real_authors_perturbed",
         "world_facts": "world_facts_perturbed",
-        "holdout": D.holdout_split_for(forget_split),
+        "holdout": holdout_split_for(forget_split),
     }
 
 
@@ -156,9 +137,7 @@ def load_eval_sets(
     source name; ``data_config``: an ``EmbeddedConfig`` for a non-default embedded benchmark
     given by name.
     """
-    from unlearning import data as D
-
-    source = D.as_source(data, config=data_config)
+    source = as_source(data, config=data_config)
     splits = _set_splits(forget_split)
     have = set(source.available_splits())
     out = {}
@@ -175,8 +154,6 @@ def load_eval_sets(
 
 
 def _batches(tokenizer, template, pairs: list[tuple[str, str]], batch_size: int, max_length: int):
-    from unlearning.data import QACollator, QADataset
-
     ds = QADataset([{"question": q, "answer": a} for q, a in pairs], tokenizer, template=template, max_length=max_length)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     collate = QACollator(pad)
@@ -278,8 +255,6 @@ def compute_tables(
     progress: bool = True,
 ) -> dict[str, pd.DataFrame]:
     """Per-instance tables for ``eval_sets``; with ``shard=(rank, world)`` only items rank, rank+world, ..."""
-    from unlearning.data import get_template
-
     if template is None:  # the model's family (phi, llama2-chat) first, else the tokenizer's chat template / plain
         template = get_template(model)
         if template.name == "plain":
@@ -424,33 +399,64 @@ def evaluate_model(
     return EvalResult(tables=tables, summary=summary)
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m unlearning.evaluate", description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", required=True, help="model name or path")
-    p.add_argument("--data", default="embedded", help="'embedded', a local TOFU folder, or a dataset name")
-    p.add_argument("--split", default="forget10", help="forget split (forget01/05/10)")
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--retain-model", help="retain model to evaluate for forget quality")
-    g.add_argument("--retain-logs", help="our saved evaluation (dir or summary.json) or TOFU eval_log_forget.json")
-    p.add_argument("--output-dir", required=True)
-    p.add_argument("--max-samples", type=int, default=None, help="first N items of every set")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--max-new-tokens", type=int, default=200)
-    p.add_argument("--format", choices=("parquet", "jsonl"), default="parquet")
-    p.add_argument("--no-generate", action="store_true", help="skip generation and ROUGE-L")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--dtype", default="auto")
-    p.add_argument("--no-progress", action="store_true")
-    return p
+@dataclass
+class EvaluateArguments:
+    """Options of ``python -m unlearning.evaluate``."""
+
+    model: str = field(metadata={"help": "Model to evaluate: a Hugging Face causal LM name or a local folder."})
+    output_dir: str = field(metadata={"help": "Folder for summary.json and per_instance/<set>.<format>."})
+    data: str = field(
+        default="embedded",
+        metadata={"help": "Data source: 'embedded' (offline default benchmark), 'locuslab/TOFU' or a local TOFU-style folder."},
+    )
+    split: str = field(default="forget10", metadata={"help": "Forget split (forget01 / forget05 / forget10)."})
+    retain_model: str | None = field(
+        default=None,
+        metadata={"help": "Retain model (never trained on the forget split), evaluated first for forget quality."},
+    )
+    retain_logs: str | None = field(
+        default=None,
+        metadata={"help": "Instead of --retain-model: its saved evaluation (folder or summary.json) or a TOFU "
+                          "eval_log_forget.json."},
+    )
+    max_samples: int | None = field(default=None, metadata={"help": "Evaluate only the first N items of every set."})
+    batch_size: int = field(default=16, metadata={"help": "Batch size of the teacher-forced passes and of generation."})
+    max_new_tokens: int = field(default=200, metadata={"help": "Greedy tokens generated per answer (ROUGE-L)."})
+    max_length: int = field(default=512, metadata={"help": "Maximum tokens per question + answer."})
+    format: str = field(
+        default="parquet", metadata={"help": "File format of the per-instance tables.", "choices": ("parquet", "jsonl")}
+    )
+    generate: bool = field(default=True, metadata={"help": "Generate answers for ROUGE-L (off: --no-generate)."})
+    device: str = field(default="cpu", metadata={"help": "Device to load the models on (cpu, cuda, cuda:1, ...)."})
+    dtype: str = field(default="auto", metadata={"help": "Model dtype: auto, float32, bfloat16, float16."})
+    progress: bool = field(default=True, metadata={"help": "Progress bars (off: --no-progress)."})
+
+    def __post_init__(self) -> None:
+        if self.retain_model and self.retain_logs:
+            raise ValueError("pass either --retain-model or --retain-logs, not both: both give the retain model's "
+                             "forget-set truth ratios for forget quality")
+        for name in ("batch_size", "max_new_tokens", "max_length"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.max_samples is not None and self.max_samples < 1:
+            raise ValueError(f"--max-samples must be >= 1 (or left out for every item), got {self.max_samples}")
+
+
+def build_parser() -> HfArgumentParser:
+    """The parser of ``python -m unlearning.evaluate``, built from :class:`EvaluateArguments`."""
+    return dataclass_parser(EvaluateArguments, prog="python -m unlearning.evaluate", description=__doc__.split("\n\n")[0])
+
+
+def parse_args(argv: Sequence[str] | None = None) -> EvaluateArguments:
+    """:class:`EvaluateArguments` from command-line arguments (``sys.argv[1:]`` when None)."""
+    return parse_dataclass(build_parser(), argv)
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    args = _parser().parse_args(argv)
+    args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from unlearning.models import load_model_and_tokenizer
-
-    common = dict(batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, subset=args.max_samples,
-                  progress=not args.no_progress)
+    common = dict(batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, max_length=args.max_length,
+                  subset=args.max_samples, progress=args.progress)
     retain_stats = args.retain_logs
     if args.retain_model:
         logger.info("evaluating the retain model %s on the forget and holdout sets", args.retain_model)
@@ -460,7 +466,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         del rmodel
     model, tok = load_model_and_tokenizer(args.model, dtype=args.dtype, device=args.device)
     result = evaluate_model(model, tok, args.data, args.split, retain_stats=retain_stats,
-                            generate=not args.no_generate, **common)
+                            generate=args.generate, **common)
     result.summary["settings"].update(model=args.model, retain_model=args.retain_model, retain_logs=args.retain_logs)
     out = result.save(args.output_dir, fmt=args.format)
     keys = ["forget/truth_ratio", "forget/extraction_strength", "forget_quality", "model_utility", "mia/min_k_auc"]

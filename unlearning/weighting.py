@@ -39,6 +39,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from geffect.engine import model_logits
 from geffect.losses import answer_mask, compute_dtype, token_logprobs
 
 logger = logging.getLogger(__name__)
@@ -322,12 +323,11 @@ def annotated_importance(
 
 # --------------------------------------------------------------------------- attribution importance
 def _answer_logprob_sum(model, input_ids, attention_mask, labels, embeds=None):
-    kw = {"attention_mask": attention_mask}
+    """Summed answer log-likelihood (B,), from token ids or from given input embeddings."""
     if embeds is None:
-        kw["input_ids"] = input_ids
+        logits = model_logits(model, input_ids, attention_mask)  # (B, T, V)
     else:
-        kw["inputs_embeds"] = embeds
-    logits = model(**kw).logits
+        logits = model(inputs_embeds=embeds, attention_mask=attention_mask).logits  # (B, T, V)
     return token_logprobs(logits, labels).sum(dim=1)  # (B,)
 
 
@@ -357,7 +357,7 @@ def attribution_importance(
     ids, am, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
     emb_layer = model.get_input_embeddings()
     if method == "captum":
-        from captum.attr import LayerGradientXActivation
+        from captum.attr import LayerGradientXActivation  # heavy; only method='captum' needs it
 
         def fwd(input_ids, attention_mask, labels):
             return _answer_logprob_sum(model, input_ids, attention_mask, labels)

@@ -5,8 +5,9 @@ tracked steps, i.e. the cumulative G-effect at the end of unlearning)::
 
     method: str   probe: "forget" | "retain"   group: str   value: float
 
-Groups are bucketed with :func:`bucket_of` (the decoder layers split in thirds, as in Wang et
-al. 2025's layer analysis; the final norm joins the lm head) unless the frame already has a
+Groups are bucketed with :func:`geffect.layer_buckets` (the decoder layers split in thirds, as
+in Wang et al. 2025's layer analysis; the final norm joins the lm head; a group outside the
+fine groups, e.g. ``other``, is its own ``other`` bucket) unless the frame already has a
 ``bucket`` column. Each method gets its own panel and y-axis (magnitudes differ by orders).
 
     from analyses.plots import layer_buckets
@@ -14,39 +15,29 @@ al. 2025's layer analysis; the final norm joins the lm head) unless the frame al
 """
 from __future__ import annotations
 
-import re
-
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from analyses.plots import finish, empty_figure, method_order, require_columns
+from geffect import LAYER_BUCKETS, layer_buckets
 
 TITLE = "Cumulative G-effect per layer bucket"
-BUCKETS = ["embed", "shallow", "middle", "deep", "lm"]
+BUCKETS = list(LAYER_BUCKETS)  # embed, shallow, middle, deep, lm
 PROBE_COLORS = {"forget": "#d62728", "retain": "#1f77b4"}
 
 
-def bucket_of(group: str, num_layers: int) -> str:
-    """The bucket of a parameter group: ``layer.i`` by thirds of ``num_layers``; norms/head -> lm."""
-    m = re.fullmatch(r"layer\.(\d+)", group)
-    if m:
-        third = min(2, int(m.group(1)) * 3 // max(num_layers, 1))
-        return BUCKETS[1 + third]
-    if group == "embed":
-        return "embed"
-    return "lm"  # final_norm, lm_head, other
-
-
 def add_buckets(frame: pd.DataFrame) -> pd.DataFrame:
-    """Sum ``value`` per (method, probe, bucket); keeps the bucket column if present."""
+    """Sum ``value`` per (method, probe, bucket); keeps the bucket column if present.
+
+    ``bucket`` is categorical in the order of :data:`BUCKETS`, then ``other`` when present.
+    """
     frame = frame.copy()
     if "bucket" not in frame.columns:
-        layers = frame["group"].str.extract(r"^layer\.(\d+)$")[0].dropna().astype(int)
-        num_layers = int(layers.max()) + 1 if len(layers) else 0
-        frame["bucket"] = [bucket_of(g, num_layers) for g in frame["group"]]
+        frame["bucket"] = frame["group"].map(layer_buckets(frame["group"]))
     out = frame.groupby(["method", "probe", "bucket"], as_index=False)["value"].sum()
-    out["bucket"] = pd.Categorical(out["bucket"], categories=BUCKETS, ordered=True)
+    order = BUCKETS + sorted(set(out["bucket"]) - set(BUCKETS))
+    out["bucket"] = pd.Categorical(out["bucket"], categories=order, ordered=True)
     return out.sort_values(["method", "probe", "bucket"])
 
 
@@ -73,7 +64,7 @@ def plot(frame: pd.DataFrame, *, cols: int = 3) -> go.Figure:
                 marker_color=PROBE_COLORS.get(probe), showlegend=(k == 0),
                 hovertemplate=f"{method} · {probe}<br>%{{x}}<br>%{{y:.4g}}<extra></extra>"),
                 row=row, col=col)
-    fig.update_xaxes(categoryorder="array", categoryarray=BUCKETS)
+    fig.update_xaxes(categoryorder="array", categoryarray=list(data["bucket"].cat.categories))
     finish(fig, TITLE + " (summed over tracked steps; >0 lowers the risk)", 280 * rows + 100,
            barmode="group")
     return fig

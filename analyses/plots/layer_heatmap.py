@@ -15,23 +15,22 @@ magnitude, so each method's two heatmaps are divided by that method's largest |v
 """
 from __future__ import annotations
 
-import re
-
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from analyses.plots import PROBE_LABELS, finish, empty_figure, method_order, require_columns
+from geffect import layer_index
 
 TITLE = "Per-layer G-effect (layer × step), scaled per method"
 
 
 def group_sort_key(group: str) -> tuple[int, int, str]:
     """Order parameter groups from the input side to the output side."""
-    m = re.fullmatch(r"layer\.(\d+)", group)
-    if m:
-        return (1, int(m.group(1)), group)
+    i = layer_index(group)
+    if i is not None:
+        return (1, i, group)
     rank = {"embed": 0, "final_norm": 2, "lm_head": 3}.get(group, 4)
     return (rank, 0, group)
 

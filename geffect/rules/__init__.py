@@ -23,44 +23,9 @@ modules with no rule use :mod:`geffect.rules.fallback`.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+# Importing the rule modules runs their registration decorators.
+from geffect.rules import conv1d, embedding, linear, norm  # noqa: F401
+from geffect.rules.fallback import fallback_tangents
+from geffect.rules.registry import Rule, batch_sum, get_rule, register_rule, registered_types
 
-import torch
-from torch import nn
-
-Rule = Callable[[nn.Module, tuple, torch.Tensor, dict[str, torch.Tensor]], dict[str, torch.Tensor]]
-
-_RULES: dict[type, Rule] = {}
-
-
-def register_rule(*module_types: type) -> Callable[[Rule], Rule]:
-    """Decorator: register ``rule`` for each of ``module_types`` (exact type match)."""
-
-    def wrap(rule: Rule) -> Rule:
-        for t in module_types:
-            _RULES[t] = rule
-        return rule
-
-    return wrap
-
-
-def get_rule(module: nn.Module) -> Rule | None:
-    """The rule registered for ``type(module)``, or None (use the fallback)."""
-    return _RULES.get(type(module))
-
-
-def registered_types() -> list[type]:
-    return list(_RULES)
-
-
-def batch_sum(x: torch.Tensor) -> torch.Tensor:
-    """Sum every dimension except the first: (B, ...) -> (B,)."""
-    return x.reshape(x.shape[0], -1).sum(dim=1)  # (B,)
-
-
-# Import the rule modules so that their decorators run.
-from geffect.rules import conv1d, embedding, linear, norm  # noqa: E402,F401
-from geffect.rules.fallback import fallback_tangents  # noqa: E402,F401
-
-__all__: list[Any] = ["register_rule", "get_rule", "registered_types", "batch_sum", "fallback_tangents"]
+__all__ = ["Rule", "batch_sum", "fallback_tangents", "get_rule", "register_rule", "registered_types"]

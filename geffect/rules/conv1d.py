@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from geffect.rules import register_rule
+from geffect.rules.registry import register_rule
 
 try:  # transformers is optional for geffect
     from transformers.pytorch_utils import Conv1D

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from geffect.rules import register_rule
+from geffect.rules.registry import register_rule
 
 
 @register_rule(nn.Linear)

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from geffect.rules import batch_sum, register_rule
+from geffect.rules.registry import batch_sum, register_rule
 
 
 def _affine(xhat: torch.Tensor, delta: torch.Tensor, directions: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -22,6 +22,8 @@ from collections.abc import Sequence
 import torch
 from tqdm.auto import tqdm
 
+from geffect.losses import answer_mask
+
 __all__ = ["generate_answers", "rouge_l_recall", "prompt_ids_from_batch"]
 
 logger = logging.getLogger(__name__)
@@ -32,12 +34,13 @@ def prompt_ids_from_batch(batch: dict[str, torch.Tensor]) -> list[list[int]]:
     ids = batch["input_ids"]
     labels = batch["labels"]
     attn = batch["attention_mask"]
+    answers = answer_mask(labels)  # (B, T); column 0 never counts
     out = []
     for i in range(ids.shape[0]):
-        answer_pos = torch.nonzero(labels[i, 1:] != -100).flatten()
+        answer_pos = torch.nonzero(answers[i]).flatten()
         if answer_pos.numel() == 0:
             raise ValueError(f"row {i} has no answer tokens; cannot find where its prompt ends")
-        start = int(answer_pos[0]) + 1  # labels[:, 0] never counts
+        start = int(answer_pos[0])
         row = ids[i, :start][attn[i, :start].bool()]
         out.append(row.tolist())
     return out
@@ -118,7 +121,7 @@ def rouge_l_recall(predictions: Sequence[str], references: Sequence[str]) -> tor
     if len(predictions) != len(references):
         raise ValueError(f"{len(predictions)} predictions but {len(references)} references")
     if _SCORER is None:
-        from rouge_score import rouge_scorer
+        from rouge_score import rouge_scorer  # heavy (nltk); only ROUGE needs it, on first use
 
         _SCORER = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
     vals = [_SCORER.score(ref, pred)["rougeL"].recall for pred, ref in zip(predictions, references)]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import torch
 
+from geffect.engine import model_logits
 from geffect.losses import answer_mask, answer_nll, compute_dtype
 
 __all__ = [
@@ -37,11 +38,7 @@ __all__ = [
 def forward_logits(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """Logits (B, T, V) of ``model`` on ``batch``; only ``input_ids``/``attention_mask`` are passed."""
     device = next(model.parameters()).device
-    out = model(
-        input_ids=batch["input_ids"].to(device),
-        attention_mask=batch["attention_mask"].to(device),
-    )
-    return out.logits
+    return model_logits(model, batch["input_ids"].to(device), batch["attention_mask"].to(device))
 
 
 def resolve_eos_token_id(model: torch.nn.Module, eos_token_id: int | None = None) -> int | None:

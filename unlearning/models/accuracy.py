@@ -3,7 +3,7 @@
 For every answer token (label != -100, see :mod:`geffect.losses`) the model's argmax
 prediction given the true prefix is compared with the label. The score of one instance is
 the fraction it gets right; :func:`answer_token_accuracy` returns the mean over instances
-(each instance counts once, like the risk R(D) in DESIGN.md). This is TOFU's "exact
+(each instance counts once, like the risk R(D) of a G-effect probe set). This is TOFU's "exact
 memorisation"; ``unlearning.metrics`` has the per-instance metric used in evaluations.
 """
 from __future__ import annotations
@@ -12,7 +12,9 @@ from typing import Any, Iterable
 
 import torch
 
+from geffect.engine import model_logits
 from geffect.losses import answer_mask
+from unlearning.data import QACollator
 
 
 @torch.no_grad()
@@ -21,7 +23,7 @@ def per_instance_answer_accuracy(model: Any, batch: dict[str, torch.Tensor]) -> 
     device = next(model.parameters()).device
     input_ids = batch["input_ids"].to(device)
     labels = batch["labels"].to(device)
-    logits = model(input_ids=input_ids, attention_mask=batch["attention_mask"].to(device)).logits
+    logits = model_logits(model, input_ids, batch["attention_mask"].to(device))  # (B, T, V)
     mask = answer_mask(labels)  # (B, T)
     pred = torch.zeros_like(labels)
     pred[:, 1:] = logits[:, :-1].argmax(dim=-1)  # (B, T) aligned with labels
@@ -49,8 +51,6 @@ def answer_token_accuracy(
     was_training = model.training
     model.eval()
     if isinstance(dataset_or_batches, torch.utils.data.Dataset) and hasattr(dataset_or_batches, "__len__"):
-        from unlearning.data import QACollator
-
         pad = pad_token_id if pad_token_id is not None else getattr(model.config, "pad_token_id", None)
         batches: Iterable[dict[str, torch.Tensor]] = torch.utils.data.DataLoader(
             dataset_or_batches, batch_size=batch_size, shuffle=False, collate_fn=QACollator(pad or 0)

@@ -1,4 +1,4 @@
-"""Unlearning objectives: one registry, name -> :class:`Objective` (DESIGN.md, docs/objectives.md).
+"""Unlearning objectives: one registry, name -> :class:`Objective` (docs/objectives.md).
 
 >>> from unlearning import objectives
 >>> obj = objectives.get("satimp", beta1=5, beta2=0.1)

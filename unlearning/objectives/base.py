@@ -3,10 +3,11 @@
 An objective is a callable ``(model, inputs, ref_model=None) -> ObjectiveOutput`` where
 ``inputs = {"forget": batch, "retain": batch (optional), "idk": batch (optional)}`` and a batch
 follows :mod:`geffect.losses` (``input_ids``, ``attention_mask``, ``labels`` (B, T); extra keys
-such as ``index`` are ignored). Models are called with ``input_ids`` and ``attention_mask`` only;
-a reference model always runs under ``torch.no_grad``.
+such as ``index`` are ignored). Model calls live in :mod:`unlearning.objectives.forward`, retain
+terms in :mod:`unlearning.objectives.retain`.
 
-Total loss (DESIGN.md):  loss = forget_weight · L_f + retain_weight · L_r, minimised.
+Total loss:  loss = forget_weight · L_f + retain_weight · L_r, minimised (the composition of a
+forget and a retain term of GradDiff, Maini et al. 2024 (TOFU), and of Wang et al., ICLR 2025).
 Each forget term is written so that *minimising* it forgets; see docs/objectives.md.
 """
 from __future__ import annotations
@@ -17,11 +18,11 @@ from typing import Any, ClassVar
 
 import torch
 
-from geffect.losses import answer_mask, token_logprobs
+from unlearning.objectives.forward import batch_logprobs, count_answer_tokens, reference_logprobs
+from unlearning.objectives.retain import RETAIN_LOSSES, retain_term
 
 logger = logging.getLogger(__name__)
 
-RETAIN_LOSSES = ("none", "nll", "kl")
 COMMON_HPARAMS = {"retain_loss", "retain_weight", "forget_weight", "kl_tokens"}
 
 
@@ -47,47 +48,6 @@ class ForgetTerm:
     instance_weights: torch.Tensor | None = None
     token_logprobs: torch.Tensor | None = None
     answer_mask: torch.Tensor | None = None
-
-
-# --------------------------------------------------------------------------- model helpers
-def model_inputs(batch: dict) -> dict:
-    """Only what a causal LM forward needs (batches may carry ``index`` and others)."""
-    return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
-
-
-def forward(model, batch: dict, *, hidden_states: bool = False):
-    """Model forward on a batch with only ``input_ids`` / ``attention_mask``."""
-    kw = model_inputs(batch)
-    if hidden_states:
-        kw["output_hidden_states"] = True
-    return model(**kw)
-
-
-def reference_forward(ref_model, batch: dict, *, hidden_states: bool = False):
-    with torch.no_grad():
-        return forward(ref_model, batch, hidden_states=hidden_states)
-
-
-def batch_logprobs(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    """(token log-probs (B, T) with graph, answer mask (B, T))."""
-    out = forward(model, batch)
-    return token_logprobs(out.logits, batch["labels"]), answer_mask(batch["labels"])
-
-
-def reference_logprobs(ref_model, batch: dict) -> torch.Tensor:
-    with torch.no_grad():
-        out = forward(ref_model, batch)
-        return token_logprobs(out.logits, batch["labels"])
-
-
-def count_answer_tokens(mask: torch.Tensor, what: str) -> torch.Tensor:
-    n = mask.sum()
-    if int(n) == 0:
-        raise ValueError(
-            f"the {what} micro-batch has no answer tokens (all labels -100); "
-            "check the prompt template and max_length so answers survive tokenisation"
-        )
-    return n
 
 
 # --------------------------------------------------------------------------- registry
@@ -175,8 +135,6 @@ class Objective:
         raise NotImplementedError
 
     def retain_term(self, model, inputs: dict, ref_model) -> torch.Tensor | None:
-        from unlearning.objectives.retain import retain_term
-
         return retain_term(self.hparams["retain_loss"], model, inputs, ref_model, kl_tokens=self.hparams["kl_tokens"])
 
     # helpers

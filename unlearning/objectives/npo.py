@@ -19,14 +19,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from unlearning.objectives.base import (
-    ForgetTerm,
-    Objective,
-    batch_logprobs,
-    count_answer_tokens,
-    reference_logprobs,
-    register,
-)
+from unlearning.objectives.base import ForgetTerm, Objective, register
+from unlearning.objectives.forward import batch_logprobs, count_answer_tokens, reference_logprobs
 
 
 def sigmoid_preference_term(margin: torch.Tensor, beta: float, logp: torch.Tensor, mask: torch.Tensor) -> ForgetTerm:

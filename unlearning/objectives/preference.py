@@ -15,14 +15,8 @@ Requires ``inputs["idk"]`` aligned row by row with ``inputs["forget"]`` and a re
 """
 from __future__ import annotations
 
-from unlearning.objectives.base import (
-    ForgetTerm,
-    Objective,
-    batch_logprobs,
-    count_answer_tokens,
-    reference_logprobs,
-    register,
-)
+from unlearning.objectives.base import ForgetTerm, Objective, register
+from unlearning.objectives.forward import batch_logprobs, count_answer_tokens, reference_logprobs
 from unlearning.objectives.npo import sigmoid_preference_term
 
 

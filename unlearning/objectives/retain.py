@@ -12,22 +12,22 @@ from __future__ import annotations
 
 import torch
 
-from geffect.losses import answer_mask, compute_dtype, token_logprobs
+from geffect.losses import answer_mask, compute_dtype
+from unlearning.objectives.forward import batch_logits, batch_logprobs, count_answer_tokens, reference_logits
 
-from unlearning.objectives.base import count_answer_tokens, forward, reference_forward
+RETAIN_LOSSES = ("none", "nll", "kl")
 
 
 def retain_nll(model, batch: dict) -> torch.Tensor:
     """Flat mean NLL over the answer tokens of ``batch``."""
-    lp = token_logprobs(forward(model, batch).logits, batch["labels"])  # (B, T)
-    mask = answer_mask(batch["labels"])
+    lp, mask = batch_logprobs(model, batch)  # (B, T), (B, T)
     return -(lp * mask).sum() / count_answer_tokens(mask, "retain")
 
 
 def retain_kl(model, ref_model, batch: dict, *, kl_tokens: str = "answer") -> torch.Tensor:
     """KL(p_ref || p_θ) averaged over retain answer tokens (or all logit positions)."""
-    logits = forward(model, batch).logits  # (B, T, V)
-    ref_logits = reference_forward(ref_model, batch).logits
+    logits = batch_logits(model, batch)  # (B, T, V)
+    ref_logits = reference_logits(ref_model, batch)
     dt = compute_dtype(logits.dtype)
     lq = torch.log_softmax(logits.to(dt), dim=-1)  # θ
     lp = torch.log_softmax(ref_logits.to(dt), dim=-1)  # ref
@@ -41,6 +41,7 @@ def retain_kl(model, ref_model, batch: dict, *, kl_tokens: str = "answer") -> to
 
 
 def retain_term(kind: str, model, inputs: dict, ref_model, *, kl_tokens: str = "answer") -> torch.Tensor | None:
+    """L_r of kind ``kind`` (one of :data:`RETAIN_LOSSES`) on ``inputs["retain"]``; None for "none"."""
     if kind == "none":
         return None
     if "retain" not in inputs or inputs["retain"] is None:

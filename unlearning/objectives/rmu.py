@@ -17,15 +17,8 @@ from __future__ import annotations
 import torch
 
 from geffect.losses import answer_mask, compute_dtype, token_logprobs
-
-from unlearning.objectives.base import (
-    ForgetTerm,
-    Objective,
-    count_answer_tokens,
-    forward,
-    reference_forward,
-    register,
-)
+from unlearning.objectives.base import ForgetTerm, Objective, register
+from unlearning.objectives.forward import count_answer_tokens, hidden_states_output
 
 
 def _layer_state(out, layer: int, name: str) -> torch.Tensor:
@@ -76,7 +69,7 @@ class RMU(Objective):
 
     def forget_term(self, model, inputs, ref_model) -> ForgetTerm:
         batch = inputs["forget"]
-        out = forward(model, batch, hidden_states=True)
+        out = hidden_states_output(model, batch)
         h = _layer_state(out, self.hparams["layer"], self.name)  # (B, T, d)
         mask = answer_mask(batch["labels"])
         target = self.control_vector(h.shape[-1]).to(device=h.device, dtype=h.dtype)  # (d,)
@@ -91,6 +84,6 @@ class RMU(Objective):
         if inputs.get("retain") is None:
             raise ValueError("objective 'rmu' with retain_loss='repr' needs inputs['retain']; pass one or use retain_loss='none'")
         batch = inputs["retain"]
-        h = _layer_state(forward(model, batch, hidden_states=True), self.hparams["layer"], self.name)
-        h_ref = _layer_state(reference_forward(ref_model, batch, hidden_states=True), self.hparams["layer"], self.name)
+        h = _layer_state(hidden_states_output(model, batch), self.hparams["layer"], self.name)
+        h_ref = _layer_state(hidden_states_output(ref_model, batch, reference=True), self.hparams["layer"], self.name)
         return _masked_mse(h - h_ref.to(h.dtype), answer_mask(batch["labels"]), "retain")

@@ -1,0 +1,43 @@
+"""The rule registry: exact module type -> ghost inner-product rule (see :mod:`geffect.rules`).
+
+Rule modules import :func:`register_rule` from here, not from the package, so that
+``geffect.rules`` can import them without an import cycle.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+__all__ = ["Rule", "batch_sum", "get_rule", "register_rule", "registered_types"]
+
+Rule = Callable[[nn.Module, tuple, torch.Tensor, dict[str, torch.Tensor]], dict[str, torch.Tensor]]
+
+_RULES: dict[type, Rule] = {}
+
+
+def register_rule(*module_types: type) -> Callable[[Rule], Rule]:
+    """Decorator: register ``rule`` for each of ``module_types`` (exact type match)."""
+
+    def wrap(rule: Rule) -> Rule:
+        for t in module_types:
+            _RULES[t] = rule
+        return rule
+
+    return wrap
+
+
+def get_rule(module: nn.Module) -> Rule | None:
+    """The rule registered for ``type(module)``, or None (use the fallback)."""
+    return _RULES.get(type(module))
+
+
+def registered_types() -> list[type]:
+    """The module types that have a rule (registration order)."""
+    return list(_RULES)
+
+
+def batch_sum(x: torch.Tensor) -> torch.Tensor:
+    """Sum every dimension except the first: (B, ...) -> (B,)."""
+    return x.reshape(x.shape[0], -1).sum(dim=1)  # (B,)
