@@ -71,7 +71,7 @@ class StudyConfig:
                             ["methods"])
     probe_size: int = _f(12, "Forget and retain probe instances for G-effects.", ["methods"])
     pg_effects: bool = _f(True, "Record PG-effects of the forget-probe instances.", ["methods"])
-    eval_subset: int | None = _f(40, "Evaluate the first N rows of each set (0 = all).", COMPUTE)
+    eval_subset: int | None = _f(40, "Evaluate the first N rows of each set (0 = all).", ["references", "methods"])
     eval_batch_size: int = _f(16, "Evaluation batch size.", ["references", "methods"])
     max_new_tokens: int = _f(32, "Generation length for ROUGE-L.", ["references", "methods"])
     max_length: int = _f(256, "Max tokens of prompt + answer; longer rows keep their answer (prompt cut from the "

@@ -131,3 +131,27 @@ def test_trained_target_vs_retain_model(tiny_prepared):
     assert tgt.summary["mia/loss_auc"] > 0.9
     assert tgt.summary["forget_quality"] < 0.05  # the target's truth ratios differ from the retain model's
     assert tgt.summary["mia/privleak_reference"] == "retain model AUC"
+
+
+def test_eval_callback_evaluates_on_the_run_data_source(tiny_llama, tiny_tokenizer, tmp_path):
+    """A model built on a non-default embedded benchmark is evaluated on that benchmark (the
+    callback used to drop the data configuration and read the default one), and at the
+    requested trajectory steps, step 0 included."""
+    from unlearning.data import DataSource, EmbeddedConfig
+
+    cfg = EmbeddedConfig(num_authors=3, qa_per_author=6, num_real_authors=8)
+    source = DataSource(embedded=cfg)
+    cb = EvalCallback(tiny_tokenizer, source, "forget10", at_steps=(0, 3), per_epoch=False, sets=("forget", "retain"),
+                      batch_size=8, max_new_tokens=2, generate=False)
+    args = SimpleNamespace(output_dir=str(tmp_path))
+    state = SimpleNamespace(global_step=0, epoch=0.0, log_history=[])
+    cb.on_train_begin(args, state, None, model=tiny_llama)
+    for step in (1, 2, 3):
+        state.global_step = step
+        cb.on_step_end(args, state, None, model=tiny_llama)
+    assert [h["step"] for h in cb.history] == [0, 3]
+    want = {"forget": len(source.load_split("forget10_perturbed")), "retain": len(source.load_split("retain_perturbed"))}
+    default = len(DataSource().load_split("forget10_perturbed"))
+    assert cb.history[0]["sets"] == want and want["forget"] != default
+    questions = set(cb._eval_sets["forget"][1][i]["question"] for i in range(want["forget"]))
+    assert questions == set(source.load_split("forget10_perturbed")["question"])
