@@ -197,18 +197,9 @@ def private_uses_in_analyses() -> list[str]:
     return bad
 
 
-# analyses modules that still import names their modules do not export (to move to the public
-# API); any other module that imports an unexported name fails the test
-_PENDING = ("analyses/pipeline.py",)
-
-
 def test_analyses_uses_only_public_names():
     bad = private_uses_in_analyses()
-    unexpected = [b for b in bad if not b.startswith(_PENDING)]
-    assert not unexpected, "analyses imports names geffect/unlearning do not export:\n" + "\n".join(unexpected)
-    if bad:
-        pytest.xfail(f"{len(bad)} imports of unexported names in {', '.join(_PENDING)} (to move to the "
-                     "public API): " + "; ".join(bad[:3]))
+    assert not bad, "analyses imports names geffect/unlearning do not export:\n" + "\n".join(bad)
 
 
 def test_public_name_check_can_fail():

@@ -22,6 +22,8 @@ from typing import Any
 
 from transformers import TrainingArguments
 
+__all__ = ["DEFAULT_LR_PRETRAINED", "DEFAULT_LR_TINY", "OBJECTIVE_HPARAMS", "UnlearningArguments"]
+
 #: Learning rate for real pre-trained models (Phi-1.5 / Llama-2-7B TOFU setups use 1e-5..2e-5).
 DEFAULT_LR_PRETRAINED = 1e-5
 #: Learning rate for the small default model built by ``unlearning.models.prepare_default_models``.

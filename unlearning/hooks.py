@@ -42,6 +42,11 @@ from unlearning.evaluate import ALL_SETS, EvalResult, compute_tables, load_eval_
 
 logger = logging.getLogger(__name__)
 
+__all__ = ["ANALYSIS_DIR", "EVAL_DIR", "EVAL_HISTORY_FILE", "EvalCallback", "GEffectCallback", "JsonlLogCallback",
+           "LOGS_FILE", "PROBE_INSTANCE_WEIGHTS", "PROBE_TOKEN_WEIGHTS", "TokenWeightCallback", "append_jsonl",
+           "build_probes", "clear_step_tables", "concat_batches", "merge_shards", "read_jsonl", "token_weight_stats",
+           "truncate_step_tables", "weight_vs_likelihood"]
+
 ANALYSIS_DIR = "analysis"
 LOGS_FILE = "logs.jsonl"
 TOKEN_WEIGHTS_FILE = "token_weights.jsonl"

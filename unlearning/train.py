@@ -47,6 +47,8 @@ from unlearning.trainer import UnlearningTrainer
 
 logger = logging.getLogger(__name__)
 
+__all__ = ["RUN_CONFIG_FILE", "RunResult", "build_datasets", "freeze_except", "main", "parse_args", "run_unlearning"]
+
 RUN_CONFIG_FILE = "run_config.json"
 #: Methods that train on refusal answers ("idk" batches), unless the objective says otherwise
 #: with a ``needs_idk`` attribute.
