@@ -136,6 +136,10 @@ class Study:
                 return DataSource(embedded=recipe.embedded, max_authors=max_authors, forget_split=c.split), recipe
             recipe = tiny_recipe(embedded=None, max_authors=None, include_utility=False)
             max_authors = 4 if max_authors is None else max_authors
+            if c.split == "forget10":  # the default: 20 forget authors would leave no retain author
+                logger.warning("--quick on %s: unlearning forget01 (2 authors) instead of forget10, so that %d "
+                               "authors leave some to retain; pass --split to choose", c.data, max_authors)
+                c.split = "forget01"
             return DataSource(c.data, max_authors=max_authors, forget_split=c.split), recipe
         return DataSource(c.data, max_authors=max_authors, forget_split=c.split), None
 

@@ -111,7 +111,6 @@ class EvalResult:
         return cls(tables=tables, summary=summary)
 
 
-_jsonable = jsonable  # the name unlearning.metrics.callback imports
 
 
 # ---- data --------------------------------------------------------------------------------------
