@@ -67,6 +67,8 @@ class StudyConfig:
     grad_accum: int = _f(1, "Gradient accumulation steps.", ["methods"])
     lr: float | None = _f(None, "Unlearning learning rate; default 1e-3 on the small default model, the unlearning "
                           "default for pre-trained models with --model.", ["methods"])
+    retain_holdout: str = _f("eval", "'eval': the retain term never trains on the retain rows the evaluation measures "
+                             "(SatImp / G-effect protocol); 'none': it trains on all retain rows.", ["methods"])
     geffect_every: int = _f(4, "Track G-effects (and PG-effects, probe weights) every k optimizer steps.",
                             ["methods"])
     probe_size: int = _f(12, "Forget and retain probe instances for G-effects.", ["methods"])

@@ -260,7 +260,8 @@ class Study:
             geffect_every=c.geffect_every, geffect_probe_size=c.probe_size, pg_effect=c.pg_effects,
             pg_instances="probe", probe_weights=True, log_token_weights=True, save_strategy="no", seed=c.seed,
             bf16=c.bf16, use_cpu=self.device == "cpu", disable_tqdm=not c.progress, report_to="none",
-            logging_steps=1, dataloader_num_workers=0,
+            logging_steps=1, dataloader_num_workers=0, retain_holdout=c.retain_holdout,
+            retain_holdout_rows=c.eval_subset,
             mask=str(self.out / "masks" / f"{spec.mask}.safetensors") if spec.mask else None,
             objective_kwargs=json.dumps(spec.hparams) if spec.hparams else None)
 

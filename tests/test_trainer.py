@@ -317,3 +317,23 @@ def test_probe_pg_effects_and_weights_equal_direct_computation(method, tmp_path,
     else:
         want_i = out.instance_weights.double().flatten()
     assert torch.allclose(torch.tensor(inst["weight"].to_numpy()), want_i, rtol=1e-5, atol=1e-7)
+
+
+def test_retain_term_holds_out_the_evaluated_retain_rows(tmp_path, tiny_prepared):
+    """--retain-holdout eval (default): the retain term never sees the rows the evaluation
+    measures (retain_perturbed, or its first N rows); 'none' keeps every retain row."""
+    from unlearning.data import EmbeddedConfig
+    from unlearning.train import build_datasets
+
+    model, tok = _loaded(str(tiny_prepared.target))
+    source = DataSource(embedded=EmbeddedConfig(num_authors=12, qa_per_author=8, num_real_authors=8))
+    evaluated = set(source.load_split("retain_perturbed")["question"])
+    all_retain = source.load_split("retain90")["question"]
+    assert evaluated <= set(all_retain) and len(evaluated) < len(all_retain)
+    _, _, retain = build_datasets(_args(tmp_path), tok, model, data=source)
+    assert not set(retain.questions) & evaluated and len(retain) == len(all_retain) - len(evaluated)
+    _, _, first2 = build_datasets(_args(tmp_path, retain_holdout_rows=2), tok, model, data=source)
+    assert len(first2) == len(all_retain) - 2
+    assert not set(first2.questions) & set(source.load_split("retain_perturbed")["question"][:2])
+    _, _, everything = build_datasets(_args(tmp_path, retain_holdout="none"), tok, model, data=source)
+    assert everything.questions == list(all_retain)

@@ -85,6 +85,17 @@ class UnlearningArguments(TrainingArguments):
         default=None,
         metadata={"help": "Retain split paired with the forget split. Default: derived (forget10 -> retain90)."},
     )
+    retain_holdout: str = field(
+        default="eval",
+        metadata={"help": "Rows the retain term never trains on: 'eval' drops the retain rows the evaluation measures "
+                  "(TOFU's retain_perturbed, the first 400 rows of full; the SatImp and G-effect protocol), "
+                  "'none' trains the retain term on every retain row."},
+    )
+    retain_holdout_rows: int | None = field(
+        default=None,
+        metadata={"help": "With --retain-holdout eval: hold out only the first N rows of retain_perturbed (the ones an "
+                  "evaluation with --subset N measures); default: all of them."},
+    )
     max_length: int = field(default=512, metadata={"help": "Maximum tokens of prompt + answer (longer rows are truncated)."})
     shuffle: bool = field(
         default=True,
@@ -197,6 +208,8 @@ class UnlearningArguments(TrainingArguments):
             raise ValueError(f"geffect_every must be >= 1, got {self.geffect_every}")
         if self.geffect_probe_size < 1:
             raise ValueError(f"geffect_probe_size must be >= 1, got {self.geffect_probe_size}")
+        if self.retain_holdout not in ("eval", "none"):
+            raise ValueError(f"retain_holdout must be 'eval' or 'none', got {self.retain_holdout!r}")
         if self.pg_instances not in ("batch", "probe"):
             raise ValueError(f"pg_instances must be 'batch' or 'probe', got {self.pg_instances!r}")
         if self.probe_weights and not self.track_geffect:

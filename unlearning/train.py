@@ -47,7 +47,7 @@ from unlearning.trainer import UnlearningTrainer
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RUN_CONFIG_FILE", "RunResult", "build_datasets", "freeze_except", "main", "parse_args", "run_unlearning"]
+__all__ = ["RUN_CONFIG_FILE", "RunResult", "build_datasets", "freeze_except", "holdout_retain_rows", "main", "parse_args", "run_unlearning"]
 
 RUN_CONFIG_FILE = "run_config.json"
 #: Methods that train on refusal answers ("idk" batches), unless the objective says otherwise
@@ -110,13 +110,37 @@ def build_datasets(args: UnlearningArguments, tokenizer, model=None, objective=N
     source = data if data is not None else args.data_source()
     template = get_template(model if model is not None else tokenizer)
     forget_rows = source.load_split(args.split)
-    retain_rows = source.load_split(args.resolved_retain_split())
+    retain_rows = holdout_retain_rows(source.load_split(args.resolved_retain_split()), source, args)
     forget = QADataset(forget_rows, tokenizer, template=template, max_length=args.max_length)
     retain = QADataset(retain_rows, tokenizer, template=template, max_length=args.max_length)
     needs_idk = getattr(objective, "needs_idk", getattr(objective, "name", args.method) in IDK_METHODS)
     idk = source.idk_answers() if needs_idk else None
     dataset = ForgetRetainDataset(forget, retain, seed=args.seed, rank=args.process_index, idk_answers=idk)
     return dataset, forget, retain
+
+
+def holdout_retain_rows(rows, source, args: UnlearningArguments):
+    """The retain rows the retain term may train on (``--retain-holdout``).
+
+    With ``eval`` the rows whose question is among the retain rows the evaluation measures
+    (the first ``--retain-holdout-rows`` rows of ``retain_perturbed``; all of them by default)
+    are dropped, so retain metrics are measured on rows the retain term never saw (the protocol
+    of the SatImp and G-effect code, which hold TOFU's first 400 retain rows out). When that
+    would leave no row (a small author subset), every row is used and a warning says so.
+    """
+    if args.retain_holdout == "none" or "retain_perturbed" not in source.available_splits():
+        return rows
+    evaluated = source.rows("retain_perturbed", limit=args.retain_holdout_rows)
+    held = {r["question"] for r in evaluated}
+    keep = [i for i, q in enumerate(rows["question"]) if q not in held]
+    if not keep:
+        logger.warning("--retain-holdout eval: all %d retain rows are evaluation rows; the retain term trains on them "
+                       "(pass --retain-holdout-rows N to hold out only the N evaluated rows)", len(rows))
+        return rows
+    if len(keep) < len(rows):
+        logger.info("retain term: %d of %d retain rows (%d held out for evaluation)", len(keep), len(rows),
+                    len(rows) - len(keep))
+    return rows.select(keep)
 
 
 def freeze_except(model, pattern: str) -> list[str]:
@@ -233,6 +257,7 @@ def run_unlearning(
         "data_source": (data if data is not None else args.data_source()).to_dict(),
         "n_forget": len(forget),
         "n_retain": len(retain),
+        "retain_holdout": {"mode": args.retain_holdout, "rows": args.retain_holdout_rows},
         "rows_truncated": {"forget": forget.n_truncated, "retain": retain.n_truncated, "max_length": args.max_length},
         "mask": args.mask,
         "trainable": args.trainable,
