@@ -34,7 +34,7 @@ STAGES: dict[str, tuple[str, ...]] = {
 }
 #: Bump when a stage's outputs change meaning (invalidates every cached stage).
 STUDY_VERSION = 2
-DEFAULT_METHODS = ("ga", "gd", "npo", "wga", "tnpo", "simsat", "simimp", "satimp", "wagle_gd")
+DEFAULT_METHODS = ("ga", "gd", "npo", "wga", "tnpo", "simsat", "simimp", "satimp", "wagle_gd", "random_gd")
 COMPUTE = ("references", "masks", "methods")  # stages that run a model
 
 
@@ -59,8 +59,9 @@ class StudyConfig:
     retain_model: str | None = _f(None, "Model fine-tuned on the retain split only (forget quality); default: the "
                                   "prepared one.", ["models"])
     quick: bool = _f(False, "One-minute smoke run: tiny recipe, few steps, small probes and evaluation.", ["models"])
-    methods: list[str] = _f(DEFAULT_METHODS, "Methods to run: registered objectives or wagle_gd (GD restricted to "
-                            "the WAGLE mask); space- or comma-separated.", [])
+    methods: list[str] = _f(DEFAULT_METHODS, "Methods to run: registered objectives, wagle_gd (GD restricted to "
+                            "the WAGLE mask) or random_gd (GD on a random mask of the same density); space- or "
+                            "comma-separated.", [])
     epochs: float = _f(1.0, "Unlearning epochs over the forget split.", ["methods"])
     steps: int | None = _f(None, "Max optimizer steps (overrides --epochs when set).", ["methods"])
     batch_size: int = _f(4, "Forget rows per micro-batch.", ["methods"])
@@ -73,6 +74,17 @@ class StudyConfig:
                             ["methods"])
     probe_size: int = _f(12, "Forget and retain probe instances for G-effects.", ["methods"])
     pg_effects: bool = _f(True, "Record PG-effects of the forget-probe instances.", ["methods"])
+    trajectory_points: int = _f(5, "Evaluations along each unlearning run (evenly spaced, the last at the end), for "
+                                "the trade-off curves.", ["methods"])
+    utility_budget: float = _f(0.9, "Matched-utility comparison: forget ES where retain ES falls to this fraction of "
+                               "the target's (interpolated along the trajectory).", [])
+    gate_es_gap: float = _f(0.25, "Sanity gate: the target's forget ES must exceed the retain model's by at least "
+                            "this much (the target memorised what the retain model never saw).", [])
+    gate_min_es: float = _f(0.5, "Sanity gate: minimum forget ES of the target.", [])
+    gate_prob_ratio: float = _f(2.0, "Sanity gate: the target's forget probability must be at least this multiple of "
+                                "the retain model's.", [])
+    allow_failed_gate: bool = _f(False, "Run the unlearning stages even when the sanity gate fails (the report still "
+                                 "says so at the top and skips the findings that depend on it).", [])
     eval_subset: int | None = _f(40, "Evaluate the first N rows of each set (0 = all).", ["references", "methods"])
     eval_batch_size: int = _f(16, "Evaluation batch size.", ["references", "methods"])
     max_new_tokens: int = _f(32, "Generation length for ROUGE-L.", ["references", "methods"])
@@ -102,6 +114,10 @@ class StudyConfig:
         for name in ("batch_size", "grad_accum", "geffect_every", "probe_size", "eval_batch_size", "max_new_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.trajectory_points < 1:
+            raise ValueError(f"--trajectory-points must be >= 1, got {self.trajectory_points}")
+        if not 0 < self.utility_budget <= 1:
+            raise ValueError(f"--utility-budget must be in (0, 1], got {self.utility_budget}")
         if not 0 < self.wagle_density <= 1:
             raise ValueError(f"--wagle-density must be in (0, 1], got {self.wagle_density}")
 
@@ -115,7 +131,7 @@ class StudyConfig:
 
 
 #: The ``--quick`` preset: tiny recipe, few steps, small probes and evaluation.
-QUICK: dict[str, Any] = dict(quick=True, steps=3, epochs=1.0, batch_size=4, geffect_every=1, probe_size=4,
+QUICK: dict[str, Any] = dict(quick=True, steps=3, trajectory_points=3, epochs=1.0, batch_size=4, geffect_every=1, probe_size=4,
                              eval_subset=4, max_new_tokens=8, wagle_calibration=8, attribution_examples=2,
                              attribution_steps=4, max_length=128)
 

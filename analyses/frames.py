@@ -16,15 +16,19 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
-from geffect import GEffectTracker
-from unlearning.hooks import ANALYSIS_DIR, PROBE_INSTANCE_WEIGHTS, PROBE_TOKEN_WEIGHTS
+from geffect import GEffectTracker, layer_index, layer_of
+from unlearning.hooks import ANALYSIS_DIR, PROBE_INSTANCE_WEIGHTS, PROBE_TOKEN_WEIGHTS, read_jsonl
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FRAMES", "METRIC_COLUMNS", "collect_frames", "geffect_frames", "metric_row", "read_parquet"]
+__all__ = ["FRAMES", "METRIC_COLUMNS", "collect_frames", "geffect_frames", "metric_row", "read_parquet", "trajectory_frame"]
 
-FRAMES = ("geffect_steps", "geffect_layers", "pg_effects", "token_weights", "mask_density", "metrics",
-          "token_attribution")
+FRAMES = ("geffect_steps", "geffect_layers", "geffect_modules", "pg_effects", "token_weights", "mask_density",
+          "metrics", "trajectory", "token_attribution")
+#: trajectory columns: evaluation summary keys at each checkpoint
+TRAJECTORY_KEYS = {"forget_es": "forget/extraction_strength", "retain_es": "retain/extraction_strength",
+                   "model_utility": "model_utility", "forget_quality": "forget_quality",
+                   "forget_probability": "forget/probability", "retain_probability": "retain/probability"}
 METRIC_COLUMNS = ["method", "reference", "forget_es", "retain_es", "forget_quality", "model_utility",
                   "forget_probability", "retain_probability", "forget_rougeL", "retain_rougeL",
                   "forget_truth_ratio", "mia_min_k_auc", "steps", "train_s", "eval_s"]
@@ -51,12 +55,18 @@ def metric_row(method: str, summary: Mapping[str, Any], *, reference: bool = Fal
 def geffect_frames(run_dir: Path, method: str) -> dict[str, pd.DataFrame]:
     """``geffect_layers``, ``pg_effects`` and ``token_weights`` of one run (empty frames when unreadable).
 
-    ``geffect_layers``: method, step, probe, group, value (mean over probe instances, fine groups);
+    ``geffect_layers``: method, step, probe, group, value (mean over probe instances, per layer:
+    block sub-groups ``layer.i.attn`` ... are summed into ``layer.i``); ``geffect_modules``:
+    method, step, probe, layer, module, value (the block sub-groups, when tracked with
+    ``geffect_groups="modules"``); ``geffect_steps``: method, step, probe, value (sum over
+    groups), direction_norm (||d||, the update direction's norm) and per_norm (value / ||d||:
+    the G-effect per unit of update, comparable across objectives of different gradient scale);
     ``pg_effects``: method, step, instance, unlearning, retaining, weight (PG-effect on the forget
     and retain probes summed over groups, and the objective's weight on that instance);
     ``token_weights``: method, step, instance, likelihood, weight (forget-probe answer tokens).
     """
-    empty = {"geffect_layers": pd.DataFrame(), "pg_effects": pd.DataFrame(), "token_weights": pd.DataFrame()}
+    empty = {name: pd.DataFrame() for name in ("geffect_steps", "geffect_layers", "geffect_modules", "pg_effects",
+                                               "token_weights")}
     analysis = run_dir / ANALYSIS_DIR
     try:
         record = GEffectTracker.load(analysis)
@@ -64,6 +74,7 @@ def geffect_frames(run_dir: Path, method: str) -> dict[str, pd.DataFrame]:
         pg = record.pg_table("fine")
         tokens = record.step_table(PROBE_TOKEN_WEIGHTS)
         weights = record.step_table(PROBE_INSTANCE_WEIGHTS)
+        norms = {int(k): v.get("direction_norm") for k, v in record.manifest.get("step_info", {}).items()}
     except FileNotFoundError:
         return empty
     except Exception:  # noqa: BLE001 - an unreadable run becomes "no data" in the report
@@ -72,8 +83,22 @@ def geffect_frames(run_dir: Path, method: str) -> dict[str, pd.DataFrame]:
         return empty
     out = dict(empty)
     if not layers.empty:
-        layers = layers[layers["probe"].isin(["forget", "retain"])]
-        out["geffect_layers"] = layers[["step", "probe", "group", "value"]].assign(method=method)
+        layers = layers[layers["probe"].isin(["forget", "retain"])][["step", "probe", "group", "value"]]
+        sub = layers[layers["group"].map(lambda g: layer_index(g) is not None and layer_of(g) != g)]
+        if not sub.empty:
+            out["geffect_modules"] = sub.assign(layer=sub["group"].map(layer_of),
+                                                module=sub["group"].str.rsplit(".", n=1).str[-1],
+                                                method=method).drop(columns="group")
+        order = list(dict.fromkeys(layers["group"].map(layer_of)))
+        merged = layers.assign(group=layers["group"].map(layer_of)).groupby(["step", "probe", "group"], sort=False,
+                                                                           as_index=False)["value"].sum()
+        merged["group"] = pd.Categorical(merged["group"], categories=order, ordered=True)
+        merged = merged.sort_values(["step", "probe", "group"]).assign(group=lambda f: f["group"].astype(str))
+        out["geffect_layers"] = merged.assign(method=method).reset_index(drop=True)
+        steps = layers.groupby(["step", "probe"], as_index=False)["value"].sum()
+        steps["direction_norm"] = steps["step"].map(norms).astype(float)
+        steps["per_norm"] = steps["value"] / steps["direction_norm"]
+        out["geffect_steps"] = steps.assign(method=method)
     if not pg.empty:
         totals = pg.groupby(["step", "instance", "probe"], as_index=False)["value"].sum()
         wide = totals.pivot_table(index=["step", "instance"], columns="probe", values="value").reset_index()
@@ -92,6 +117,32 @@ def _method_first(frame: pd.DataFrame) -> pd.DataFrame:
     return frame[["method", *[c for c in frame.columns if c != "method"]]].reset_index(drop=True)
 
 
+def _trajectory_row(method: str, step: int, summary: Mapping[str, Any]) -> dict[str, Any]:
+    row = {"method": method, "step": int(step)}
+    for col, key in TRAJECTORY_KEYS.items():
+        value = summary.get(key)
+        row[col] = float(value) if isinstance(value, (int, float)) else float("nan")
+    return row
+
+
+def trajectory_frame(run_dir: Path, method: str, final_step: int | None, start: Mapping[str, Any] | None = None):
+    """method, step, forget_es, retain_es, model_utility, forget_quality, ... at every checkpoint of a run.
+
+    Step 0 is the model before unlearning (``start``: the target's evaluation summary), the
+    intermediate checkpoints come from the run's ``eval/history.jsonl`` (``EvalCallback``), the
+    last one from its final evaluation (``eval/summary.json``).
+    """
+    rows = [_trajectory_row(method, 0, start)] if start else []
+    history = run_dir / "eval" / "history.jsonl"
+    if history.is_file():
+        rows += [_trajectory_row(method, r["step"], r) for r in read_jsonl(history) if r.get("step")]
+    final = run_dir / "eval" / "summary.json"
+    if final.is_file() and final_step is not None:
+        rows.append(_trajectory_row(method, final_step, json.loads(final.read_text())))
+    frame = pd.DataFrame(rows)
+    return frame.drop_duplicates("step", keep="last").sort_values("step").reset_index(drop=True) if rows else frame
+
+
 def collect_frames(out: Path, methods: list[str], done_file: str) -> dict[str, pd.DataFrame]:
     """The study's tidy frames from everything on disk (methods with a done marker only)."""
     parts: dict[str, list[pd.DataFrame]] = {name: [] for name in FRAMES}
@@ -104,6 +155,8 @@ def collect_frames(out: Path, methods: list[str], done_file: str) -> dict[str, p
                 row["forget_quality"] = 1.0  # KS test of the retain model against itself
             metrics.append(row)
     parts["token_attribution"].append(read_parquet(out / "references" / "attribution_before.parquet"))
+    target = out / "references" / "eval_target" / "summary.json"
+    start = json.loads(target.read_text()) if target.is_file() else None
     for method in methods:
         run_dir = out / "runs" / method
         marker = run_dir / done_file
@@ -118,6 +171,7 @@ def collect_frames(out: Path, methods: list[str], done_file: str) -> dict[str, p
             row = metric_row(method, json.loads(summary.read_text()))
             row.update(train_s=info.get("train_s"), eval_s=info.get("eval_s"), steps=info.get("global_step"))
             metrics.append(row)
+        parts["trajectory"].append(trajectory_frame(run_dir, method, info.get("global_step"), start))
     frames = {name: pd.concat([p for p in ps if not p.empty], ignore_index=True)
               if any(not p.empty for p in ps) else pd.DataFrame() for name, ps in parts.items()}
     layers = frames["geffect_layers"]
@@ -126,7 +180,6 @@ def collect_frames(out: Path, methods: list[str], done_file: str) -> dict[str, p
         if empty:  # e.g. lm_head tied to embed: the tracker counts both uses in "embed"
             logger.info("groups with no own parameters (tied or frozen) left out of the plots: %s", empty)
             layers = frames["geffect_layers"] = layers[~layers["group"].isin(empty)].reset_index(drop=True)
-        frames["geffect_steps"] = layers.groupby(["method", "step", "probe"], as_index=False)["value"].sum()
     frames["mask_density"] = read_parquet(out / "masks" / "mask_density.parquet")
     frames["metrics"] = pd.DataFrame(metrics)
     return frames

@@ -41,5 +41,13 @@ def main(argv: list[str] | None = None) -> dict:
     return summary
 
 
+def exit_code(summary: dict, allow_failed_gate: bool = False) -> int:
+    """0 when everything ran; 1 when a method failed; 2 when the sanity gate failed (unless allowed)."""
+    if not summary.get("gate_passed", True) and not allow_failed_gate:
+        return 2
+    return 1 if summary.get("failed") else 0
+
+
 if __name__ == "__main__":
-    sys.exit(1 if main().get("failed") else 0)
+    _summary = main()
+    sys.exit(exit_code(_summary, _summary["config"]["study"]["allow_failed_gate"]))

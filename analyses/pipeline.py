@@ -29,6 +29,7 @@ import dataclasses
 import html
 import json
 import logging
+import math
 import os
 import platform
 import resource
@@ -46,6 +47,7 @@ from analyses.attributions import token_attributions
 from analyses.config import DEFAULT_METHODS, StudyConfig, stage_key
 from analyses.findings import compute_findings
 from analyses.frames import FRAMES, METRIC_COLUMNS, collect_frames
+from analyses.gate import Gate, check_subject
 from analyses.plots import save_figures
 from analyses.report import build_sections, write_report
 from geffect import attribute_weights, mask_summary, module_type, parameter_groups, save_mask, weight_mask
@@ -54,6 +56,7 @@ from unlearning import objectives
 from unlearning.config import UnlearningArguments
 from unlearning.data import DataSource, QACollator, QADataset, get_template, retain_split_for
 from unlearning.evaluate import ALL_SETS, evaluate_model, load_eval_sets
+from unlearning.hooks import EvalCallback
 from unlearning.models import DefaultRecipe, load_model_and_tokenizer, prepare_default_models, tiny_recipe
 from unlearning.train import run_unlearning
 
@@ -78,8 +81,9 @@ class MethodSpec:
     mask: str | None = None  # name of a study mask ("wagle") whose gradient mask is applied
 
 
-METHODS: dict[str, MethodSpec] = {name: MethodSpec(name) for name in DEFAULT_METHODS if name != "wagle_gd"}
+METHODS = {name: MethodSpec(name) for name in DEFAULT_METHODS if not name.endswith("_gd") or name == "gd"}
 METHODS["wagle_gd"] = MethodSpec("gd", mask="wagle")
+METHODS["random_gd"] = MethodSpec("gd", mask="random")  # WAGLE's random-mask baseline at the same density
 
 
 def method_spec(name: str) -> MethodSpec:
@@ -124,6 +128,7 @@ class Study:
         self.paths: dict[str, str | None] = {}
         self.timings: dict[str, float] = {}
         self.failed: dict[str, str] = {}  # method -> error, for the report and summary
+        self.gate: Gate | None = None
 
     # ---- setup -------------------------------------------------------------------------------
     def _data(self) -> tuple[DataSource, DefaultRecipe | None]:
@@ -257,7 +262,8 @@ class Study:
             data=self.source.name, split=c.split, max_authors=self.source.max_authors, max_length=c.max_length,
             num_train_epochs=c.epochs, max_steps=c.steps or -1, per_device_train_batch_size=c.batch_size,
             gradient_accumulation_steps=c.grad_accum, learning_rate=lr, track_geffect=True,
-            geffect_every=c.geffect_every, geffect_probe_size=c.probe_size, pg_effect=c.pg_effects,
+            geffect_every=c.geffect_every, geffect_probe_size=c.probe_size, geffect_groups="modules",
+            pg_effect=c.pg_effects,
             pg_instances="probe", probe_weights=True, log_token_weights=True, save_strategy="no", seed=c.seed,
             bf16=c.bf16, use_cpu=self.device == "cpu", disable_tqdm=not c.progress, report_to="none",
             logging_steps=1, dataloader_num_workers=0, retain_holdout=c.retain_holdout,
@@ -277,7 +283,11 @@ class Study:
         t0 = time.perf_counter()
         model, tok = self.load(self.paths["target"])
         objective = objectives.get(spec.objective, **args.objective_hparams())
-        result = run_unlearning(args, model, tok, objective=objective, data=self.source)
+        trajectory = EvalCallback(tok, self.source, self.config.split, at_steps=self.checkpoints(), per_epoch=False,
+                                  subset=self.config.eval_subset, batch_size=self.config.eval_batch_size,
+                                  max_new_tokens=self.config.max_new_tokens, max_length=self.config.max_length,
+                                  retain_stats=self.retain_stats())
+        result = run_unlearning(args, model, tok, objective=objective, data=self.source, callbacks=[trajectory])
         train_s, t1 = time.perf_counter() - t0, time.perf_counter()
         self.evaluate(result.model, tok, run_dir / "eval", retain_stats=self.retain_stats())
         eval_s = time.perf_counter() - t1
@@ -287,6 +297,29 @@ class Study:
         _mark_done(run_dir, key, train_s=train_s, eval_s=eval_s, seconds=time.perf_counter() - t0,
                    global_step=result.run_config.get("global_step"))
         logger.info("%s: done in %.1fs (train %.1fs, eval %.1fs)", method, time.perf_counter() - t0, train_s, eval_s)
+
+    def total_steps(self) -> int:
+        """Optimizer steps of one unlearning run (the Trainer's count, one process)."""
+        c = self.config
+        if c.steps:
+            return c.steps
+        per_epoch = max(math.ceil(len(self.source.load_split(c.split)) / c.batch_size) // c.grad_accum, 1)
+        return math.ceil(c.epochs * per_epoch)
+
+    def checkpoints(self) -> list[int]:
+        """Intermediate evaluation steps of the trade-off trajectory (the final one is the run's own evaluation)."""
+        total, points = self.total_steps(), self.config.trajectory_points
+        return sorted({round(total * k / points) for k in range(1, points)} - {0, total})
+
+    def check_gate(self) -> Gate:
+        folder = self.out / "references"
+        read = lambda name: (json.loads((folder / f"eval_{name}" / "summary.json").read_text())  # noqa: E731
+                             if (folder / f"eval_{name}" / "summary.json").is_file() else None)
+        c = self.config
+        self.gate = check_subject(read("target") or {}, read("retain"), min_es=c.gate_min_es, es_gap=c.gate_es_gap,
+                                  prob_ratio=c.gate_prob_ratio)
+        (logger.info if self.gate.passed else logger.error)("%s", self.gate.text())
+        return self.gate
 
     def retain_stats(self) -> Path | None:
         folder = self.out / "references" / "eval_retain"
@@ -299,7 +332,7 @@ class Study:
             if not frame.empty:
                 atomic_write_parquet(data_dir / f"{name}.parquet", frame)
                 frame.to_csv(data_dir / f"{name}.csv", index=False)
-        findings = compute_findings(frames)
+        findings = compute_findings(frames, gate=self.gate, budget=self.config.utility_budget)
         sections = build_sections(frames)
         figures = save_figures({s.name: s.figure for s in sections}, self.out / "figures", png=self.config.png)
         config = {"study": self.config.to_dict(), "resolved": {"data": self.source.to_dict(), "device": self.device,
@@ -313,11 +346,21 @@ class Study:
         metric_cols = [c for c in METRIC_COLUMNS if c in frames["metrics"].columns]
         write_report(self.out / "report.html", sections, title="G-effect study of LLM unlearning objectives",
                      findings=findings, metrics=frames["metrics"][metric_cols] if metric_cols else None,
-                     config=config, intro=self.intro(), notes=self.notes())
+                     config=config, intro=self.intro(), notes=self.notes(), banner=self.banner())
         self.timings["report_s"] = time.perf_counter() - t0
         return {"findings": [f.to_dict() for f in findings],
                 "figures": {k: {kk: str(vv) for kk, vv in v.items()} for k, v in figures.items()},
-                "config": config, "truncation": self.truncation_info()}
+                "config": config, "truncation": self.truncation_info(),
+                "gate": self.gate.to_dict() if self.gate else None, "default_models": getattr(self, "model_report", None)}
+
+    def banner(self) -> tuple[str, str] | None:
+        """The sanity gate's verdict for the top of the report: (kind, text)."""
+        if self.gate is None:
+            return None
+        if self.gate.passed:
+            return "ok", self.gate.text()
+        skipped = "" if self.config.allow_failed_gate else " The unlearning stages were not run (--allow-failed-gate runs them)."
+        return "fail", self.gate.text() + skipped
 
     def truncation_info(self) -> dict[str, Any]:
         path = self.out / "references" / "truncation.json"
@@ -361,7 +404,8 @@ class Study:
         for stage in (self.prepare_models, self.references, self.masks):
             stage()
             bar.update()
-        for method in c.methods:
+        run_methods = self.check_gate().passed or c.allow_failed_gate
+        for method in c.methods if run_methods else []:
             bar.set_postfix_str(method)
             t1 = time.perf_counter()
             try:
@@ -378,7 +422,7 @@ class Study:
         self.timings["total_s"] = time.perf_counter() - t0
         summary = {"output_dir": str(self.out), "report": str(self.out / "report.html"), "timings": self.timings,
                    "peak_memory_mb": peak_memory_mb(), "metrics": frames["metrics"].to_dict("records"),
-                   "failed": self.failed, **rep,
+                   "failed": self.failed, "gate_passed": self.gate.passed, **rep,
                    "host": {"python": platform.python_version(), "torch": torch.__version__, "cpus": os.cpu_count(),
                             "device": self.device}}
         atomic_write_json(self.out / "summary.json", summary)

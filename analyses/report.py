@@ -21,6 +21,9 @@ import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
 from analyses.findings import Finding
+from analyses.plots import (empty_figure, geffect_steps, layer_buckets, layer_heatmap, mask_density, pg_scatter,
+                            token_attribution, token_weights, tradeoff, trajectory)
+from geffect.io import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +48,12 @@ table.metrics th,table.metrics td{border:1px solid #ddd;padding:4px 8px;text-ali
 table.metrics th{background:#f4f4f4} table.metrics td:first-child{text-align:left;font-weight:600}
 pre{background:#f7f7f7;padding:12px;overflow:auto;font-size:12px;max-height:420px}
 ul.findings li{margin:6px 0} .meta{color:#666;font-size:13px} .figure{margin:10px 0 28px}
+.banner{padding:12px 16px;border-radius:6px;margin:16px 0;font-size:15px}
+.banner.ok{background:#e8f5e9;border:1px solid #81c784} .banner.fail{background:#ffebee;border:2px solid #e53935;font-weight:600}
+table.findings{border-collapse:collapse;font-size:13.5px;margin:8px 0;width:100%}
+table.findings th,table.findings td{border:1px solid #ddd;padding:6px 8px;vertical-align:top;text-align:left}
+table.findings th{background:#f4f4f4} td.verdict{font-weight:600;white-space:nowrap}
+td.supports{color:#2e7d32} td.contradicts{color:#c62828} td.inconclusive{color:#8d6e00} td.describes{color:#555}
 """
 
 
@@ -61,7 +70,7 @@ def metrics_table(metrics: pd.DataFrame, *, columns: Sequence[str] | None = None
 
 def render_html(sections: Iterable[Section], *, title: str, findings: Sequence[Finding] = (),
                 metrics: pd.DataFrame | None = None, config: Mapping | None = None,
-                intro: str = "", notes: Sequence[str] = ()) -> str:
+                intro: str = "", notes: Sequence[str] = (), banner: tuple[str, str] | None = None) -> str:
     """The report page as a string: plotly.js inlined once, one div per figure."""
     sections = list(sections)
     parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
@@ -69,6 +78,9 @@ def render_html(sections: Iterable[Section], *, title: str, findings: Sequence[F
              f"<script type='text/javascript'>{get_plotlyjs()}</script></head><body>",
              f"<h1>{html.escape(title)}</h1>",
              f"<p class='meta'>generated {_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d %H:%M UTC}</p>"]
+    if banner:
+        kind, text = banner
+        parts.append(f"<div class='banner {html.escape(kind)}' id='gate'>{html.escape(text)}</div>")
     if intro:
         parts.append(f"<p>{intro}</p>")
     nav = ["<a href='#findings'>Findings</a>", "<a href='#metrics'>Metrics</a>"]
@@ -77,8 +89,11 @@ def render_html(sections: Iterable[Section], *, title: str, findings: Sequence[F
     parts.append("<nav>" + " ".join(nav) + "</nav>")
     parts.append("<h2 id='findings'>Findings</h2>")
     if findings:
-        parts.append("<ul class='findings'>" + "".join(
-            f"<li data-key='{html.escape(f.key)}'>{html.escape(f.text)}</li>" for f in findings) + "</ul>")
+        rows = "".join(
+            f"<tr data-key='{html.escape(f.key)}'><td>{html.escape(f.claim)}</td><td>{html.escape(f.text)}</td>"
+            f"<td class='verdict {html.escape(f.verdict)}'>{html.escape(f.verdict)}</td></tr>" for f in findings)
+        parts.append("<table class='findings'><tr><th>claim tested (source)</th><th>what the data show</th>"
+                     "<th>verdict</th></tr>" + rows + "</table>")
     else:
         parts.append("<p>No finding could be computed from the data.</p>")
     for note in notes:
@@ -100,20 +115,13 @@ def render_html(sections: Iterable[Section], *, title: str, findings: Sequence[F
 
 def write_report(path: str | Path, sections: Iterable[Section], **kwargs) -> Path:
     """Write :func:`render_html` to ``path`` atomically (tmp file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(render_html(sections, **kwargs), encoding="utf-8")
-    tmp.replace(path)
+    path = atomic_write_text(path, render_html(sections, **kwargs))
     logger.info("report written to %s", path)
     return path
 
 
 def build_sections(frames: Mapping[str, pd.DataFrame]) -> list[Section]:
     """The study's eight figures from its tidy frames (a missing frame gives an explanatory figure)."""
-    from analyses.plots import (geffect_steps, layer_buckets, layer_heatmap, mask_density, pg_scatter,
-                                token_attribution, token_weights, tradeoff)
-
     empty = pd.DataFrame()
     get = lambda name: frames.get(name, empty)  # noqa: E731
     specs = [
@@ -136,7 +144,10 @@ def build_sections(frames: Mapping[str, pd.DataFrame]) -> list[Section]:
         ("tradeoff", "7. Trade-offs", tradeoff, "metrics",
          "Forget vs retain extraction strength, and TOFU forget quality vs model utility; the target and "
          "retain models are references."),
-        ("token_attribution", "8. Token attributions", token_attribution, "token_attribution",
+        ("trajectory", "8. Trade-off trajectories", trajectory, "trajectory",
+         "Forget vs retain extraction strength at evenly spaced checkpoints of every run (step 0 = the target). "
+         "Methods are compared where their curve crosses the dashed utility budget (see the findings)."),
+        ("token_attribution", "9. Token attributions", token_attribution, "token_attribution",
          "Integrated-gradients attribution of the answer log-likelihood to each answer token's embedding, "
          "before and after unlearning."),
     ]
@@ -148,7 +159,6 @@ def build_sections(frames: Mapping[str, pd.DataFrame]) -> list[Section]:
             logger.exception("plot %s failed; the report shows a placeholder", name)
             fig = None
         if fig is None:
-            from analyses.plots import empty_figure
             fig = empty_figure(module.TITLE, f"no data for this plot ({frame_name} is empty)")
         sections.append(Section(name, title, fig, caption))
     return sections

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-METHODS = ["ga", "gd", "npo", "wga", "tnpo", "simsat", "simimp", "satimp", "wagle_gd"]
+METHODS = ["ga", "gd", "npo", "wga", "tnpo", "simsat", "simimp", "satimp", "wagle_gd", "random_gd"]
 
 
 def frames(methods: list[str] | None = None, *, steps: int = 6, layers: int = 4, instances: int = 8,
@@ -20,7 +20,7 @@ def frames(methods: list[str] | None = None, *, steps: int = 6, layers: int = 4,
     rng = np.random.default_rng(seed)
     methods = methods or METHODS
     groups = ["embed"] + [f"layer.{i}" for i in range(layers)] + ["final_norm", "lm_head"]
-    layer_rows, pg_rows, tw_rows, trade_rows = [], [], [], []
+    layer_rows, pg_rows, tw_rows, trade_rows, traj_rows = [], [], [], [], []
     for k, method in enumerate(methods):
         scale = 10.0 ** (2 - k % 3)
         for step in range(1, steps + 1):
@@ -44,12 +44,20 @@ def frames(methods: list[str] | None = None, *, steps: int = 6, layers: int = 4,
             w = p ** 2 * (1 - p) ** 0.5
         else:
             w = np.ones_like(p)
-        tw_rows += [(method, 1 + i % steps, float(pi), float(wi)) for i, (pi, wi) in enumerate(zip(p, w))]
+        tw_rows += [(method, 1 + i % steps, i % instances, float(pi), float(wi)) for i, (pi, wi) in enumerate(zip(p, w))]
+        speed, cost = rng.uniform(0.5, 1.5), rng.uniform(0.2, 1.0)
+        traj_rows += [(method, s_, 0.9 * np.exp(-speed * s_ / steps), 0.9 * np.exp(-cost * speed * s_ / steps / 3),
+                       0.5 * np.exp(-cost * s_ / steps / 2)) for s_ in range(0, steps + 1, 2)]
         trade_rows.append((method, False, rng.uniform(0.05, 0.5), rng.uniform(0.3, 0.9),
                            10 ** rng.uniform(-6, -1), rng.uniform(0.2, 0.5)))
     trade_rows += [("target", True, 0.9, 0.9, 1e-8, 0.5), ("retain", True, 0.1, 0.88, 1.0, 0.5)]
     layer = pd.DataFrame(layer_rows, columns=["method", "step", "probe", "group", "value"])
     steps_frame = layer.groupby(["method", "step", "probe"], as_index=False)["value"].sum()
+    steps_frame["direction_norm"] = rng.uniform(0.5, 2.0, len(steps_frame))
+    steps_frame["per_norm"] = steps_frame["value"] / steps_frame["direction_norm"]
+    modules = layer[layer["group"].str.startswith("layer")].assign(layer=lambda f: f["group"])
+    modules = pd.concat([modules.assign(module="attn", value=modules["value"] * 0.4),
+                         modules.assign(module="mlp", value=modules["value"] * 0.6)]).drop(columns="group")
     mask_rows = []
     for mask in ("wagle", "magnitude", "random"):
         for group in groups:
@@ -65,9 +73,11 @@ def frames(methods: list[str] | None = None, *, steps: int = 6, layers: int = 4,
     return {
         "geffect_steps": steps_frame,
         "geffect_layers": layer,
+        "geffect_modules": modules,
+        "trajectory": pd.DataFrame(traj_rows, columns=["method", "step", "forget_es", "retain_es", "model_utility"]),
         "pg_effects": pd.DataFrame(pg_rows, columns=["method", "step", "instance", "unlearning",
                                                      "retaining", "weight"]),
-        "token_weights": pd.DataFrame(tw_rows, columns=["method", "step", "likelihood", "weight"]),
+        "token_weights": pd.DataFrame(tw_rows, columns=["method", "step", "instance", "likelihood", "weight"]),
         "mask_density": pd.DataFrame(mask_rows, columns=["mask", "group", "module", "density", "numel"]),
         "metrics": metrics,
         "token_attribution": pd.DataFrame(attr_rows, columns=["example", "model", "position", "token",

@@ -8,7 +8,8 @@ from geffect.attribution import attribute_and_save, attribute_weights
 from geffect.effect import GEffectResult, flat_gradient, gradient_effect, instance_effect
 from geffect.engine import model_logits, per_instance_dots
 from geffect.groups import (LAYER_BUCKETS, MODULE_SUBTYPES, MODULE_TYPES, aggregate, coarse_groups, layer_bucket,
-                            layer_buckets, layer_index, module_subtype, module_type, parameter_groups)
+                            layer_buckets, layer_index, layer_of, module_groups, module_subtype, module_type,
+                            parameter_groups)
 from geffect.losses import IGNORE_INDEX, answer_logprob, answer_mask, answer_nll, compute_dtype, token_logprobs
 from geffect.masking import (apply_mask_to_gradients, load_mask, mask_overlap, mask_summary, masked_direction,
                              masked_geffect, save_mask, weight_mask)
@@ -37,6 +38,8 @@ __all__ = [
     "model_logits",
     "module_subtype",
     "module_type",
+    "module_groups",
+    "layer_of",
     "parameter_groups",
     "per_instance_dots",
     "token_logprobs",

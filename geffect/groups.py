@@ -45,7 +45,7 @@ __all__ = ["LAYER_BUCKETS", "MODULE_SUBTYPES", "MODULE_TYPES", "aggregate", "coa
            "is_norm_module", "layer_bucket", "layer_buckets", "layer_index", "module_subtype", "module_type",
            "parameter_groups"]
 
-_LAYER_RE = re.compile(r"^layer\.(\d+)$")
+_LAYER_RE = re.compile(r"^layer\.(\d+)(?:\.[a-z_]+)?$")  # layer.3, or layer.3.attn (module_groups)
 LAYER_BUCKETS = ("embed", "shallow", "middle", "deep", "lm")
 MODULE_TYPES = ("embed", "attn", "mlp", "norm", "lm_head", "other")
 MODULE_SUBTYPES = ("embed", "attn.q", "attn.k", "attn.v", "attn.o", "attn.qkv", "attn.other",
@@ -172,8 +172,36 @@ def parameter_groups(model: nn.Module) -> "OrderedDict[str, list[str]]":
     return groups
 
 
+def module_groups(model: nn.Module) -> "OrderedDict[str, list[str]]":
+    """:func:`parameter_groups` with every decoder block split by module type.
+
+    ``layer.<i>`` becomes ``layer.<i>.attn``, ``layer.<i>.mlp``, ``layer.<i>.norm`` (and
+    ``layer.<i>.other`` for anything else), by :func:`module_type`; ``embed``, ``final_norm``,
+    ``lm_head`` stay as they are. Summing the sub-groups of a block gives its ``layer.<i>`` value,
+    so one G-effect pass answers both "which layer" and "attention or MLP". Empty sub-groups are
+    left out.
+    """
+    out: OrderedDict[str, list[str]] = OrderedDict()
+    for group, names in parameter_groups(model).items():
+        if layer_index(group) is None:
+            out[group] = names
+            continue
+        parts: OrderedDict[str, list[str]] = OrderedDict((t, []) for t in ("attn", "mlp", "norm", "other"))
+        for name in names:
+            t = module_type(name, model)
+            parts[t if t in parts else "other"].append(name)
+        out.update((f"{group}.{t}", ns) for t, ns in parts.items() if ns)
+    return out
+
+
+def layer_of(group: str) -> str:
+    """``layer.<i>`` for a block sub-group ``layer.<i>.<type>``; any other group unchanged."""
+    i = layer_index(group)
+    return f"layer.{i}" if i is not None else group
+
+
 def layer_index(group: str) -> int | None:
-    """The block index of a fine group name ``layer.<i>``, else None."""
+    """The block index of a fine group name ``layer.<i>`` (or sub-group ``layer.<i>.<type>``), else None."""
     m = _LAYER_RE.match(group)
     return int(m.group(1)) if m else None
 

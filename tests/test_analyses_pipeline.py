@@ -124,7 +124,8 @@ def test_a_failing_method_is_noted_and_the_others_run(tmp_path, monkeypatch):
     for stage in ("prepare_models", "references", "masks"):
         monkeypatch.setattr(Study, stage, lambda self: None)
     monkeypatch.setattr(Study, "run_method", run_method)
-    config = StudyConfig(methods=["ga", "npo", "satimp"], output_dir=str(tmp_path), png=False, progress=False)
+    config = StudyConfig(methods=["ga", "npo", "satimp"], output_dir=str(tmp_path), png=False, progress=False,
+                         allow_failed_gate=True)  # no reference evaluations in this test
     study = Study(config)
     study.paths = {"target": None, "retain": None}
     summary = study.run()
@@ -141,3 +142,30 @@ def test_study_data_source(tmp_path):
     assert Study(StudyConfig(output_dir=str(tmp_path), max_authors=6)).source.max_authors == 6
     folder = Study(StudyConfig.quick_config(output_dir=str(tmp_path), data=str(tmp_path)))
     assert folder.source.max_authors == 4 and folder.source.embedded is None  # quick: a few authors
+
+
+def test_failed_gate_stops_before_unlearning_and_says_so(tmp_path, monkeypatch):
+    """An untrained target: the report says so at the top, no method runs, the CLI exit code is 2."""
+    from analyses.geffect_tofu import exit_code
+
+    for name, es, p in (("target", 0.02, 0.009), ("retain", 0.02, 0.008)):
+        folder = tmp_path / "references" / f"eval_{name}"
+        folder.mkdir(parents=True)
+        (folder / "summary.json").write_text(json.dumps({"forget/extraction_strength": es, "forget/probability": p}))
+    for stage in ("prepare_models", "references", "masks"):
+        monkeypatch.setattr(Study, stage, lambda self: None)
+    ran = []
+    monkeypatch.setattr(Study, "run_method", lambda self, m: ran.append(m))
+    config = StudyConfig(methods=["ga"], output_dir=str(tmp_path), png=False, progress=False)
+    study = Study(config)
+    study.paths = {"target": None, "retain": None}
+    summary = study.run()
+    assert ran == [] and summary["gate_passed"] is False and exit_code(summary) == 2
+    assert exit_code(summary, allow_failed_gate=True) == 0
+    html = (tmp_path / "report.html").read_text()
+    assert html.index("Sanity gate FAILED") < html.index("id='findings'")
+    assert [f["key"] for f in summary["findings"]] == ["gate"]
+    allowed = Study(dataclasses.replace(config, allow_failed_gate=True))
+    allowed.paths = {"target": None, "retain": None}
+    allowed.run()
+    assert ran == ["ga"]

@@ -9,13 +9,13 @@ import pytest
 from analyses import synthetic
 from analyses.plots import (geffect_steps, layer_buckets, layer_heatmap, mask_density, method_color,
                             method_order, pg_scatter, save_figures, token_attribution, token_weights,
-                            tradeoff)
+                            tradeoff, trajectory)
 
 FRAMES = synthetic.frames(["ga", "npo", "simsat", "simimp"], steps=4, layers=3, instances=5)
 PLOTS = [(geffect_steps, "geffect_steps"), (layer_heatmap, "geffect_layers"),
          (layer_buckets, "geffect_layers"), (pg_scatter, "pg_effects"),
          (token_weights, "token_weights"), (mask_density, "mask_density"),
-         (tradeoff, "metrics"), (token_attribution, "token_attribution")]
+         (tradeoff, "metrics"), (trajectory, "trajectory"), (token_attribution, "token_attribution")]
 
 
 @pytest.mark.parametrize("module,frame", PLOTS, ids=[m.__name__.rsplit(".", 1)[1] for m, _ in PLOTS])
@@ -141,3 +141,11 @@ def test_geffect_steps_button_rescales_per_method():
     assert len(raw) == len(scaled) == len(fig.data)
     assert max(abs(v) for ys in scaled for v in ys) == pytest.approx(1.0)
     assert [list(t.y) for t in fig.data] == [list(y) for y in raw]
+
+
+def test_trajectory_draws_one_line_per_method_and_the_budget():
+    fig = trajectory.plot(FRAMES["trajectory"], budget=0.8)
+    lines = [t for t in fig.data if t.xaxis in (None, "x")]
+    assert sorted(t.name for t in lines) == sorted(FRAMES["trajectory"]["method"].unique())
+    target = FRAMES["trajectory"].query("step == 0")["retain_es"].iloc[0]
+    assert any(abs(shape.y0 - 0.8 * target) < 1e-12 for shape in fig.layout.shapes)

@@ -183,3 +183,21 @@ def test_module_subtype_uses_structure_when_names_are_silent():
 def test_unknown_scheme():
     with pytest.raises(ValueError, match="thirds"):
         coarse_groups({"embed": []}, "halves")
+
+
+def test_module_groups_split_every_layer_and_sum_back():
+    from geffect import layer_buckets, layer_index, layer_of, module_groups, parameter_groups
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=3, num_attention_heads=2,
+                      num_key_value_heads=2, tie_word_embeddings=False)
+    model = LlamaForCausalLM(cfg)
+    fine, split = parameter_groups(model), module_groups(model)
+    assert list(split)[:4] == ["embed", "layer.0.attn", "layer.0.mlp", "layer.0.norm"]
+    for group, names in fine.items():  # the sub-groups of a block are exactly its parameters
+        parts = [n for g, ns in split.items() if layer_of(g) == group for n in ns]
+        assert sorted(parts) == sorted(names), group
+    assert all(".self_attn." in n for n in split["layer.1.attn"]) and all(".mlp." in n for n in split["layer.2.mlp"])
+    assert all("layernorm" in n for n in split["layer.0.norm"])
+    assert layer_index("layer.2.mlp") == 2 and layer_of("lm_head") == "lm_head"
+    assert layer_buckets(split)["layer.2.attn"] == "deep" and layer_buckets(split)["layer.0.norm"] == "shallow"

@@ -153,6 +153,11 @@ class UnlearningArguments(TrainingArguments):
     pg_effect: bool = field(
         default=False, metadata={"help": "With --track-geffect, also record PG-effects (Wang et al. 2025, Eq. 5)."}
     )
+    geffect_groups: str = field(
+        default="layers",
+        metadata={"help": "Parameter groups of the tracked G-effects: 'layers' (embed, layer.i, final_norm, lm_head) or "
+                  "'modules' (every layer split into layer.i.attn / .mlp / .norm; sums give the layers)."},
+    )
     pg_instances: str = field(
         default="batch",
         metadata={"help": "Whose PG-effects --pg-effect records: 'batch' (the forget instances of each tracked step) "
@@ -210,6 +215,8 @@ class UnlearningArguments(TrainingArguments):
             raise ValueError(f"geffect_probe_size must be >= 1, got {self.geffect_probe_size}")
         if self.retain_holdout not in ("eval", "none"):
             raise ValueError(f"retain_holdout must be 'eval' or 'none', got {self.retain_holdout!r}")
+        if self.geffect_groups not in ("layers", "modules"):
+            raise ValueError(f"geffect_groups must be 'layers' or 'modules', got {self.geffect_groups!r}")
         if self.pg_instances not in ("batch", "probe"):
             raise ValueError(f"pg_instances must be 'batch' or 'probe', got {self.pg_instances!r}")
         if self.probe_weights and not self.track_geffect:

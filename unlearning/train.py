@@ -28,6 +28,7 @@ import transformers
 from transformers import HfArgumentParser, PreTrainedModel
 from transformers.trainer_utils import get_last_checkpoint
 
+from geffect import module_groups
 from geffect.io import atomic_write_json
 from geffect.masking import check_mask, load_mask
 from unlearning import objectives
@@ -239,8 +240,9 @@ def run_unlearning(
     if args.track_geffect:
         probes = build_probes(forget, retain, args.geffect_probe_size, tokenizer.pad_token_id)
         pg = args.pg_instances if args.pg_effect else False
+        groups = module_groups(model) if args.geffect_groups == "modules" else None
         trainer.add_callback(GEffectCallback(trainer, probes, every=args.geffect_every, pg_effect=pg,
-                                             probe_weights=args.probe_weights))
+                                             probe_weights=args.probe_weights, groups=groups))
     for cb in callbacks or []:
         trainer.add_callback(cb)
 
