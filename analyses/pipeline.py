@@ -199,7 +199,7 @@ class Study:
         counts = {}
         for name, split in splits.items():
             ds = self.examples(tokenizer, model, split, c.eval_subset if name in ALL_SETS else None)
-            counts[name] = {"split": split, "rows": len(ds), **ds.truncated}
+            counts[name] = {"split": split, "total": len(ds), **ds.truncated}
         return {"max_length": c.max_length, "sets": counts, "rows_cut": sum(v["rows"] for v in counts.values())}
 
     # ---- stages --------------------------------------------------------------------------------
@@ -386,9 +386,12 @@ class Study:
             notes.append("No retain model was given: forget quality is not reported.")
         cut = self.truncation_info()
         if cut.get("rows_cut"):
-            per_set = ", ".join(f"{name}: {v['rows']} of {v['split']}" for name, v in cut["sets"].items() if v["rows"])
-            notes.append(f"{cut['rows_cut']} rows are longer than --max-length {cut['max_length']} tokens; they keep "
-                         f"their whole answer and lose the start of their prompt ({per_set}).")
+            sets = [v for v in cut["sets"].values() if v["rows"]]
+            per_set = ", ".join(f"{v['rows']} of {v['total']} rows of {v['split']}" for v in sets)
+            answers = sum(v["answer_cut"] for v in sets)
+            notes.append(f"{cut['rows_cut']} rows are longer than --max-length {cut['max_length']} tokens ({per_set}): "
+                         "they lose the start of their prompt" + (f", and {answers} answers longer than that on their "
+                         "own are cut at the end" if answers else "") + "; no row was dropped.")
         else:
             notes.append(f"No row is longer than --max-length {self.config.max_length} tokens (none was cut).")
         notes += [f"{method} failed and is missing from the plots: {error}" for method, error in self.failed.items()]
