@@ -35,7 +35,8 @@ STAGES: dict[str, tuple[str, ...]] = {
 #: Bump when a stage's outputs change meaning (invalidates every cached stage).
 STUDY_VERSION = 2
 DEFAULT_METHODS = ("ga", "gd", "npo", "wga", "tnpo", "simsat", "simimp", "satimp", "wagle_gd", "random_gd")
-COMPUTE = ("references", "masks", "methods")  # stages that run a model
+COMPUTE = ("references", "masks", "methods")
+FULL_METHODS = ("satimp_instance", "satimp_group", "satimp_batch")  # stages that run a model
 
 
 def _f(default: Any, help: str, stages: Sequence[str], **kw: Any) -> Any:
@@ -62,6 +63,8 @@ class StudyConfig:
     methods: list[str] = _f(DEFAULT_METHODS, "Methods to run: registered objectives, wagle_gd (GD restricted to "
                             "the WAGLE mask) or random_gd (GD on a random mask of the same density); space- or "
                             "comma-separated.", [])
+    full: bool = _f(False, "Also run SatImp's granularity ablation (satimp_instance, satimp_group, satimp_batch: "
+                    "the SatImp weight at instance / group / batch granularity).", [])
     epochs: float = _f(1.0, "Unlearning epochs over the forget split.", ["methods"])
     steps: int | None = _f(None, "Max optimizer steps (overrides --epochs when set).", ["methods"])
     batch_size: int = _f(4, "Forget rows per micro-batch.", ["methods"])
@@ -107,6 +110,8 @@ class StudyConfig:
         if isinstance(self.methods, str):
             self.methods = [self.methods]
         self.methods = [m.strip() for item in self.methods for m in str(item).split(",") if m.strip()]
+        if self.full:
+            self.methods += [m for m in FULL_METHODS if m not in self.methods]
         if not self.methods:
             raise ValueError("--methods is empty; name at least one method, e.g. --methods ga satimp")
         if self.eval_subset == 0:

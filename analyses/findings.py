@@ -327,6 +327,23 @@ def wagle_tradeoff(frames: Frames, budget: float = 0.9, **_: Any) -> list[Findin
                     {"points": {m: list(points[m]) for m in ("wagle_gd", "random_gd", "gd") if m in points}})]
 
 
+def granularity_ablation(frames: Frames, budget: float = 0.9, **_: Any) -> list[Finding]:
+    res = _matched(frames, budget)
+    names = {"token": "satimp", "instance": "satimp_instance", "group": "satimp_group", "batch": "satimp_batch"}
+    if res is None or not {"satimp", "satimp_instance"} <= set(res[0]):
+        return []
+    points, threshold = res
+    present = {g: m for g, m in names.items() if m in points}
+    token_best = [_better(points["satimp"], points[m]) for g, m in present.items() if g != "token"]
+    verdict = ("supports" if all(v is True for v in token_best) else
+               "contradicts" if any(v is False for v in token_best) else "inconclusive")
+    text = (f"Forget ES at retain ES = {threshold:.3f} with the SatImp weight at each granularity: "
+            + "; ".join(_describe(g, points[m]) for g, m in present.items()) + ".")
+    return [Finding("granularity", f"{SATIMP}: token-wise weights forget more at matched utility than the same "
+                    "weights pooled per instance, group or batch.", text, verdict,
+                    {"points": {g: list(points[m]) for g, m in present.items()}})]
+
+
 # --------------------------------------------------------------------------- SatImp: weights vs likelihood
 #: methods whose logged weights are a function of the logged likelihood alone (a relation would be a definition)
 LIKELIHOOD_FUNCTIONS = {"wga", "simsat", "simimp", "satimp", "ga", "gd"}
@@ -413,7 +430,7 @@ def attribution_shift(frames: Frames, **_: Any) -> list[Finding]:
 FINDINGS: list[tuple[Callable[..., list[Finding]], bool]] = [
     (ga_retain_mirrors_unlearning, True), (layers_carrying_unlearning, True), (weighting_shrinks_geffect, True),
     (retain_small_relative, True), (per_unit_update, True), (matched_utility, True), (satimp_ordering, True),
-    (wagle_tradeoff, True), (weights_not_from_likelihood, True), (mask_location, False), (attribution_shift, True),
+    (wagle_tradeoff, True), (granularity_ablation, True), (weights_not_from_likelihood, True), (mask_location, False), (attribution_shift, True),
 ]
 
 

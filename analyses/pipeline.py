@@ -84,6 +84,9 @@ class MethodSpec:
 METHODS = {name: MethodSpec(name) for name in DEFAULT_METHODS if not name.endswith("_gd") or name == "gd"}
 METHODS["wagle_gd"] = MethodSpec("gd", mask="wagle")
 METHODS["random_gd"] = MethodSpec("gd", mask="random")  # WAGLE's random-mask baseline at the same density
+#: SatImp's granularity ablation (``--full``): the same weight at instance / group / batch granularity
+ABLATION = {f"satimp_{g}": MethodSpec("satimp", {"granularity": g}) for g in ("instance", "group", "batch")}
+METHODS.update(ABLATION)
 
 
 def method_spec(name: str) -> MethodSpec:

@@ -136,3 +136,15 @@ def test_all_findings_on_synthetic_data_name_a_claim_and_a_verdict():
     for f in findings:
         assert f.claim and f.text and f.verdict in {"supports", "contradicts", "inconclusive", "describes"}, f.key
         assert not any(isinstance(v, float) and math.isnan(v) for v in [f.data.get("ratio", 0.0)])
+
+
+def test_granularity_ablation_verdict():
+    from analyses.findings import granularity_ablation
+
+    target = (0.9, 1.0)
+    frames = _traj({"satimp": [target, (0.2, 0.8)], "satimp_instance": [target, (0.5, 0.8)],
+                    "satimp_batch": [target, (0.6, 0.8)]})
+    f, = granularity_ablation(frames)
+    assert f.verdict == "supports" and set(f.data["points"]) == {"token", "instance", "batch"}
+    frames = _traj({"satimp": [target, (0.5, 0.8)], "satimp_instance": [target, (0.2, 0.8)]})
+    assert granularity_ablation(frames)[0].verdict == "contradicts"
