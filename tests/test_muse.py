@@ -291,3 +291,17 @@ def test_memorised_model_scores_high(tok):
     res = evaluate_muse(m.eval(), tok, embedded=cfg, metrics=("verbmem_f", "privleak"), verbmem_max_new_tokens=64)
     assert res.summary["verbmem_f"] > 0.9
     assert res.summary["mia/min_k_auc"] == 1.0 and res.summary["privleak"] == pytest.approx(-100.0)
+
+
+def test_verbmem_length_matching(model, tok):
+    """Short references: the continuation has as many tokens as the reference (MUSE's fixed 128 otherwise)."""
+    vm = load_muse("embedded", "verbmem", "forget").select(range(3))
+    matched = evaluate_muse(model, tok, metrics=("verbmem_f",), max_samples=3, verbmem_max_new_tokens=128)
+    fixed = evaluate_muse(model, tok, metrics=("verbmem_f",), max_samples=3, verbmem_max_new_tokens=128,
+                          verbmem_match_reference_length=False)
+    for b, (prompt, gt) in enumerate(zip(vm["prompt"], vm["gt"])):
+        n = len(tok(gt, add_special_tokens=False)["input_ids"])
+        assert n < 127
+        assert matched.tables["verbmem_forget"].loc[b, "generation"] == muse_bench_generate(model, tok, prompt, n)
+        assert fixed.tables["verbmem_forget"].loc[b, "generation"] == muse_bench_generate(model, tok, prompt, 128)
+        assert matched.tables["verbmem_forget"].loc[b, "gt"] == fixed.tables["verbmem_forget"].loc[b, "gt"] == gt

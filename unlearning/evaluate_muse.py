@@ -83,6 +83,7 @@ def evaluate_muse(
     privleak_attack: str = "min_k",
     k: float = 0.4,
     verbmem_max_new_tokens: int = 128,
+    verbmem_match_reference_length: bool = True,
     knowmem_max_new_tokens: int = 32,
     knowmem_trailing_space: bool = True,
     stemmer: bool = False,
@@ -100,6 +101,9 @@ def evaluate_muse(
             orientation, e.g. :data:`MUSE_RETRAIN_AUC`), a retain model (evaluated here), or
             None (0.5, as open-unlearning's default).
         privleak_attack: the attack PrivLeak uses (MUSE: ``min_k`` with ``k=0.4``).
+        verbmem_match_reference_length: generate as many tokens as a short reference has
+            (no change for references of >= ``verbmem_max_new_tokens`` tokens; False = MUSE's
+            fixed length), see :func:`unlearning.metrics.muse.verbmem_table`.
         knowmem_trailing_space: MUSE's prompt ends with ``"Answer: "``; False drops the space.
         max_samples: evaluate only the first N items of every set (quick checks).
     """
@@ -114,7 +118,8 @@ def evaluate_muse(
     gen_kw = dict(batch_size=batch_size, stemmer=stemmer, progress=progress)
     if "verbmem_f" in metrics:
         ds = load("verbmem", "forget")
-        t = verbmem_table(model, tokenizer, ds["prompt"], ds["gt"], max_new_tokens=verbmem_max_new_tokens, **gen_kw)
+        t = verbmem_table(model, tokenizer, ds["prompt"], ds["gt"], max_new_tokens=verbmem_max_new_tokens,
+                          match_reference_length=verbmem_match_reference_length, **gen_kw)
         tables["verbmem_forget"] = t
         summary["verbmem_f"], summary["verbmem_f_recall"] = float(t["rougeL_f1"].mean()), float(t["rougeL_recall"].mean())
     for metric, which in (("knowmem_f", "forget"), ("knowmem_r", "retain")):
@@ -146,7 +151,7 @@ def evaluate_muse(
     summary["sets"] = {name: len(t) for name, t in tables.items()}
     summary["settings"] = {
         "source": os.fspath(source), "metrics": list(metrics), "k": k, "verbmem_max_new_tokens": verbmem_max_new_tokens,
-        "knowmem_max_new_tokens": knowmem_max_new_tokens, "knowmem_trailing_space": knowmem_trailing_space,
+        "verbmem_match_reference_length": verbmem_match_reference_length, "knowmem_max_new_tokens": knowmem_max_new_tokens, "knowmem_trailing_space": knowmem_trailing_space,
         "stemmer": stemmer, "max_samples": max_samples,
     }
     logger.info("MUSE: %s", {k_: v for k_, v in summary.items() if isinstance(v, float)})

@@ -84,9 +84,14 @@ def greedy_continuations(
     max_new_tokens: int,
     batch_size: int = 16,
     stop_strings: Sequence[str] = (),
+    limits: Sequence[int] | None = None,
     progress: bool = False,
 ) -> list[str]:
     """Greedy continuations of ``prompts``, decoded as MUSE does (special tokens skipped), not stripped.
+
+    ``limits`` (one int per prompt, each <= ``max_new_tokens``) keeps only the first
+    ``limits[i]`` generated tokens of prompt i — the same tokens a greedy run with
+    ``max_new_tokens=limits[i]`` produces.
 
     String prompts are tokenised with the tokenizer's special tokens (BOS), as MUSE does.
     Generation stops at EOS; the text is cut before the first of ``stop_strings`` (a row stops
@@ -102,6 +107,8 @@ def greedy_continuations(
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     if pad_id is None:
         raise ValueError("the tokenizer has neither a pad nor an EOS token; set tokenizer.pad_token first")
+    if limits is not None and (len(limits) != len(seqs) or any(not 0 <= int(n) <= max_new_tokens for n in limits)):
+        raise ValueError(f"limits must hold one int in [0, max_new_tokens={max_new_tokens}] per prompt")
     device = next(model.parameters()).device
     order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
     out: list[str | None] = [None] * len(seqs)
@@ -119,6 +126,8 @@ def greedy_continuations(
                 do_sample=False, num_beams=1, pad_token_id=pad_id, eos_token_id=tokenizer.eos_token_id, **kwargs,
             )
             for row, i in zip(gen[:, ids.shape[1] :].cpu().tolist(), idx):
+                if limits is not None:
+                    row = row[: int(limits[i])]
                 if tokenizer.eos_token_id is not None and tokenizer.eos_token_id in row:
                     row = row[: row.index(tokenizer.eos_token_id)]
                 text = tokenizer.decode(row, skip_special_tokens=True)
@@ -151,21 +160,33 @@ def rouge_scores(predictions: Sequence[str], references: Sequence[str], *, stemm
     return pd.DataFrame(rows, columns=["rougeL_f1", "rougeL_recall", "rouge1_f1", "rouge1_recall"])
 
 
-def _truncate_reference(tokenizer, gt: str, max_tokens: int) -> str:
-    ids = tokenizer(gt, add_special_tokens=True)["input_ids"][:max_tokens]
-    return tokenizer.decode(ids, skip_special_tokens=True)
+def _truncate_reference(tokenizer, gt: str, max_tokens: int) -> tuple[str, int]:
+    """(gt cut to its first ``max_tokens`` tokens, BOS included as MUSE does; the number of text tokens kept)."""
+    ids = tokenizer(gt, add_special_tokens=True)["input_ids"]
+    special = set(getattr(tokenizer, "all_special_ids", []) or [])
+    kept = ids[:max_tokens]
+    text_tokens = max_tokens if len(ids) >= max_tokens else sum(1 for i in kept if i not in special)
+    return tokenizer.decode(kept, skip_special_tokens=True), text_tokens
 
 
 def verbmem_table(
     model, tokenizer, prompts: Sequence[str], gts: Sequence[str], *, max_new_tokens: int = 128,
-    batch_size: int = 16, stemmer: bool = False, progress: bool = False,
+    match_reference_length: bool = True, batch_size: int = 16, stemmer: bool = False, progress: bool = False,
 ) -> pd.DataFrame:
-    """One row per VerbMem prompt: prompt, gt (cut to ``max_new_tokens`` tokens), generation, ROUGE."""
+    """One row per VerbMem prompt: prompt, gt (cut to ``max_new_tokens`` tokens), generation, ROUGE.
+
+    ``match_reference_length``: a reference shorter than ``max_new_tokens`` tokens is compared
+    with a continuation of as many tokens as it has (MUSE always generates ``max_new_tokens``;
+    its News references are that long, so nothing changes there, but on short documents a
+    fixed 128-token continuation runs into the next document and caps the F1 well below 1).
+    """
     if len(prompts) != len(gts):
         raise ValueError(f"{len(prompts)} prompts but {len(gts)} reference continuations")
-    refs = [_truncate_reference(tokenizer, g, max_new_tokens) for g in gts]
+    cut = [_truncate_reference(tokenizer, g, max_new_tokens) for g in gts]
+    refs = [c[0] for c in cut]
+    limits = [c[1] for c in cut] if match_reference_length else None
     gens = greedy_continuations(model, tokenizer, list(prompts), max_new_tokens=max_new_tokens,
-                                batch_size=batch_size, progress=progress)
+                                batch_size=batch_size, limits=limits, progress=progress)
     table = pd.DataFrame({"index": range(len(prompts)), "prompt": list(prompts), "gt": refs, "generation": gens})
     return pd.concat([table, rouge_scores(gens, refs, stemmer=stemmer)], axis=1)
 
