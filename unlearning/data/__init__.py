@@ -19,9 +19,29 @@ from .qa import ForgetRetainCollator, ForgetRetainDataset, QACollator, QADataset
 from .splits import holdout_split_for, perturbed_split_for, retain_split_for, tofu_split_names
 from .templates import LLAMA2_CHAT, PHI, PLAIN, PromptTemplate, get_template
 from .tokenization import tokenize_example
+from .text import TextChunkDataset, TextUnlearningData, build_text_unlearning_data, chunk_token_stream
+from .muse import MUSE_BOOKS, MUSE_NEWS, knowmem_training_texts, load_muse, muse_texts
+from .wmdp import load_utility_questions, load_wmdp_corpus, load_wmdp_questions, wmdp_texts
+from .embedded.news import EmbeddedNewsConfig
+from .embedded.hazard import EmbeddedHazardConfig
 
 __all__ = [
     "DataError",
+    "EmbeddedHazardConfig",
+    "EmbeddedNewsConfig",
+    "MUSE_BOOKS",
+    "MUSE_NEWS",
+    "TextChunkDataset",
+    "TextUnlearningData",
+    "build_text_unlearning_data",
+    "chunk_token_stream",
+    "knowmem_training_texts",
+    "load_muse",
+    "load_utility_questions",
+    "load_wmdp_corpus",
+    "load_wmdp_questions",
+    "muse_texts",
+    "wmdp_texts",
     "DataSource",
     "EmbeddedConfig",
     "ForgetRetainCollator",
