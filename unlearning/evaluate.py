@@ -208,7 +208,7 @@ def _teacher_forced(
             out["em"] += exact_memorization_from_logits(logits, labels, eos_id).tolist()
         if mia:
             texts = [a for _, a in pairs[offset : offset + B]]
-            for k, v in mia_scores_from_logits(logits, labels, texts).items():
+            for k, v in mia_scores_from_logits(logits, labels, texts, eos_token_id=eos_id).items():
                 out[k] += v.tolist()
         if prompts:
             out["prompt_ids"] += prompt_ids_from_batch(batch)
