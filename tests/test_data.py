@@ -70,6 +70,8 @@ def tokenizer():
 
 def test_real_forget10_perturbed(tofu):
     ds = load_split(tofu, "forget10_perturbed")  # a Path works as well as a str
+    # sizes from TOFU (Maini et al. 2024; Hugging Face locuslab/TOFU): forget10 = 20 authors x 20 QA,
+    # 5 perturbed answers per item; idontknow.jsonl holds 100 refusals
     assert len(ds) == 400
     assert all(len(p) == 5 for p in ds["perturbed_answer"])
     assert {"paraphrased_answer", "paraphrased_question"} <= set(ds.column_names)
