@@ -294,7 +294,8 @@ def main(argv=None) -> list[tuple]:
     mode.add_argument("--quick", action="store_true", help="tiny model, N = 8 and 32, one repeat")
     mode.add_argument("--smoke", action="store_true", help="tiny model, N = 4, seq len 32: agreement checks and one timing")
     parser.add_argument("--seq-len", type=int, default=None, help="tokens per instance (default 64; 32 with --smoke)")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="timed repeats of floor / ghost / opacus (median; default 1 with --quick/--smoke, else 3)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--max-error", type=float, default=1e-3,
                         help="largest max relative error per entry accepted vs the reference (float32 models)")
@@ -306,7 +307,7 @@ def main(argv=None) -> list[tuple]:
     seq_len = args.seq_len or (32 if args.smoke else 64)
     rows = []
     for name, sizes, repeats, limits in plan:
-        rows += run(name, sizes, seq_len, repeats if (args.quick or args.smoke) else args.repeats, limits, args.max_error)
+        rows += run(name, sizes, seq_len, repeats if args.repeats is None else args.repeats, limits, args.max_error)
 
     print(f"\n{'model':6} {'N':>4} {'method':7} {'time s':>8} {'x floor':>8} {'peak MB':>8} {'x floor':>8} {'max rel err':>12}")
     for model_name, n, name, t, tr, m, mr, err, ref_name in rows:
