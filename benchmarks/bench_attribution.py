@@ -13,9 +13,17 @@ the forget and the retain calibration samples. This script measures, on a random
    uses 1e8 and extrapolates linearly): time and peak memory beyond scores + output masks,
    and, in quick mode, a concatenate + kthvalue reference for comparison.
 
+Before anything is timed, a check worker verifies that the engines agree: the WAGLE scores of
+``attribute_weights`` against |(θ − g_r/γ)·g_f| built from plain ``loss.backward()`` gradients
+(max relative error printed, run stops above ``--max-error``), and ``weight_mask`` against a
+concatenate + kthvalue threshold on 1e6 scores (exactly round(0.8 n) kept; the same weights
+kept, except among scores tied with the threshold). Every timed thresholding run asserts its
+kept count again.
+
 Each measurement runs in a fresh subprocess; peak memory is sampled from /proc/self/statm
 every millisecond. Run::
 
+    python benchmarks/bench_attribution.py --smoke      # agreement checks + tiny timings, seconds
     python benchmarks/bench_attribution.py --quick      # about a minute
     python benchmarks/bench_attribution.py              # full sizes (needs ~6 GB free RAM)
 """
@@ -29,6 +37,9 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 logger = logging.getLogger("bench_attribution")
 # torch and the library are imported inside the worker functions only: each measurement runs in
@@ -73,7 +84,8 @@ def _model(size: str):
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    dims = {"quick": dict(hidden_size=256, intermediate_size=688, num_hidden_layers=4, vocab_size=4096),
+    dims = {"smoke": dict(hidden_size=64, intermediate_size=172, num_hidden_layers=2, vocab_size=512),
+            "quick": dict(hidden_size=256, intermediate_size=688, num_hidden_layers=4, vocab_size=4096),
             "full": dict(hidden_size=512, intermediate_size=1376, num_hidden_layers=8, vocab_size=8192)}[size]
     torch.manual_seed(0)
     cfg = LlamaConfig(num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=256,
@@ -170,6 +182,49 @@ def worker_timing(size: str, samples: int, bsz: int, T: int, reps: int, threads:
             "fwd_bwd_cpu_per_pass": cpu["fwd_bwd"] / reps}
 
 
+def worker_check(size: str, samples: int, bsz: int, T: int, gamma: float = 1e-2) -> dict:
+    """Agreement of the engines, before any timing (see the module docstring)."""
+    import torch
+
+    from geffect.attribution import attribute_weights
+    from geffect.losses import answer_nll
+    from geffect.masking import kept_count, weight_mask
+
+    model = _model(size)
+    vocab = model.config.vocab_size
+    forget, retain = _batches(samples, bsz, T, vocab, 1), _batches(samples, bsz, T, vocab, 2)
+    scores = attribute_weights(model, forget, retain, method="wagle", gamma=gamma)
+
+    def plain_grads(batches):  # the obvious way: .grad accumulated by loss.backward()
+        model.zero_grad(set_to_none=True)
+        for b in batches:
+            logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
+            answer_nll(logits, b["labels"]).sum().backward()
+        out = {n: p.grad.detach().clone() for n, p in model.named_parameters()}
+        model.zero_grad(set_to_none=True)
+        return out
+
+    g_f, g_r = plain_grads(forget), plain_grads(retain)
+    worst = 0.0
+    for n, p in model.named_parameters():
+        ref = ((p.detach().double() - g_r[n].double() / gamma) * g_f[n].double()).abs()
+        err = float((scores[n].double() - ref).abs().max()) / max(float(ref.abs().max()), 1e-30)
+        worst = max(worst, err)
+
+    g = torch.Generator().manual_seed(5)
+    thr_scores = {f"t{i}": torch.rand(125_000, generator=g) for i in range(8)}  # 1e6 scores, with ties
+    n = 1_000_000
+    k = kept_count(0.8, n)
+    mask = weight_mask(thr_scores, 0.8)
+    flat = torch.cat([s.reshape(-1) for s in thr_scores.values()])
+    thresh = torch.kthvalue(flat, n - k + 1).values  # the k-th largest score
+    kept = sum(int(m.sum()) for m in mask.values())
+    above_kept = all(bool(m[s > thresh].all()) for s, m in zip(thr_scores.values(), mask.values()))
+    below_dropped = not any(bool(m[s < thresh].any()) for s, m in zip(thr_scores.values(), mask.values()))
+    return {"wagle_max_rel_err": worst, "mask_kept": kept, "mask_expected": k,
+            "mask_agrees": bool(kept == k and above_kept and below_dropped)}
+
+
 def worker_threshold(kind: str, per_tensor: int, n_tensors: int) -> dict:
     import torch
 
@@ -194,7 +249,23 @@ def worker_threshold(kind: str, per_tensor: int, n_tensors: int) -> dict:
             "scores_mb": 4 * N / 2**20}
 
 
+IN_PROCESS = False  # --in-process: run the workers in this process (fast smoke runs; memory numbers less clean)
+
+
+def _dispatch(worker: list[str]) -> dict:
+    fn, rest = worker[0], worker[1:]
+    if fn == "attr":
+        return worker_attribution(rest[0], rest[1], *map(int, rest[2:]))
+    if fn == "check":
+        return worker_check(rest[0], *map(int, rest[1:]))
+    if fn == "time":
+        return worker_timing(rest[0], *map(int, rest[1:]))
+    return worker_threshold(rest[0], int(rest[1]), int(rest[2]))
+
+
 def _spawn(args: list[str], env: dict | None = None) -> dict:
+    if IN_PROCESS:
+        return _dispatch(args)
     out = subprocess.run([sys.executable, __file__, "--worker", *args], capture_output=True, text=True,
                          check=False, env={**os.environ, **(env or {})})
     if out.returncode != 0:
@@ -204,7 +275,11 @@ def _spawn(args: list[str], env: dict | None = None) -> dict:
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="small model, 1e8 scores (extrapolated to 1e9)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="small model, 1e8 scores (extrapolated to 1e9)")
+    mode.add_argument("--smoke", action="store_true", help="tiny model, 4 samples, 1e6 scores: the checks and one timing each")
+    p.add_argument("--max-error", type=float, default=1e-4,
+                   help="largest max relative error of the WAGLE scores vs the plain-gradient formula (float32)")
     p.add_argument("--samples", type=int, default=None, help="forget (= retain) calibration samples")
     p.add_argument("--batch-size", type=int, default=1, help="1 = the official batch-size-1 pass")
     p.add_argument("--seq-len", type=int, default=None, help="tokens per sample (64 quick, 128 full)")
@@ -212,25 +287,31 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=1, help="torch threads for the timing")
     p.add_argument("--elements", type=float, default=None, help="score-set size for thresholding")
     p.add_argument("--json", default=None, help="also write the results to this file")
+    p.add_argument("--in-process", action="store_true",
+                   help="run every measurement in this process instead of a fresh one (faster; memory numbers less clean)")
     p.add_argument("--worker", nargs="*", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
-        fn, rest = args.worker[0], args.worker[1:]
-        if fn == "attr":
-            res = worker_attribution(rest[0], rest[1], *map(int, rest[2:]))
-        elif fn == "time":
-            res = worker_timing(rest[0], *map(int, rest[1:]))
-        else:
-            res = worker_threshold(rest[0], int(rest[1]), int(rest[2]))
+        res = _dispatch(args.worker)
         print(json.dumps(res))
         return res
+    global IN_PROCESS
+    IN_PROCESS = args.in_process
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    size = "quick" if args.quick else "full"
-    samples = args.samples or (8 if args.quick else 64)
-    T = args.seq_len or (64 if args.quick else 128)
-    reps = args.reps or (2 if args.quick else 3)
+    size = "smoke" if args.smoke else "quick" if args.quick else "full"
+    samples = args.samples or {"smoke": 4, "quick": 8, "full": 64}[size]
+    T = args.seq_len or {"smoke": 32, "quick": 64, "full": 128}[size]
+    reps = args.reps or {"smoke": 1, "quick": 2, "full": 3}[size]
     results = {"size": size, "samples": samples, "batch_size": args.batch_size, "seq_len": T}
     common = [size, str(samples), str(args.batch_size), str(T)]
+
+    check = _spawn(["check", *common])  # the engines must agree before anything is timed
+    results["check"] = check
+    logger.info("agreement: WAGLE scores vs plain-gradient formula max rel err %.1e (limit %g); weight_mask kept "
+                "%d of 1e6 (expected %d), same weights as cat+kthvalue: %s", check["wagle_max_rel_err"],
+                args.max_error, check["mask_kept"], check["mask_expected"], check["mask_agrees"])
+    if not (check["wagle_max_rel_err"] <= args.max_error and check["mask_agrees"]):
+        raise SystemExit(f"engines disagree, nothing timed: {check}")
 
     timing = _spawn(["time", *common, str(reps), str(args.threads)])
     base = _spawn(["attr", "fwd_bwd", *common])  # memory: one fresh process per measurement
@@ -251,9 +332,11 @@ def main(argv=None):
                 base["peak_over_model"], attr["peak_over_model"], attr["peak_over_model"] - base["peak_over_model"])
 
     target = 1e9
-    n = int(args.elements or (1e8 if args.quick else target))
+    n = int(args.elements or {"smoke": 1e6, "quick": 1e8, "full": target}[size])
     per = n // 8
     radix = _spawn(["thr", "radix", str(per), "8"])
+    if radix["kept"] != round(0.8 * radix["elements"]):
+        raise SystemExit(f"weight_mask kept {radix['kept']} of {radix['elements']}, expected round(0.8 n)")
     # glibc keeps freed chunk temporaries in its heap (dynamic mmap threshold), which inflates
     # RSS by an allocator-dependent amount; a fixed threshold returns them, showing the
     # algorithm's own working set
@@ -267,11 +350,14 @@ def main(argv=None):
                 radix["seconds"], radix["extra_mb_beyond_scores_and_masks"], radix_ws["extra_mb_beyond_scores_and_masks"],
                 radix["scores_mb"],
                 f"; linear extrapolation to 1e9: {radix['extrapolated_seconds_1e9']:.1f} s" if scale != 1 else "")
-    if args.quick:
+    if args.quick or args.smoke:
         ref = _spawn(["thr", "concat_kthvalue", str(per), "8"])
         results["threshold_reference"] = ref
-        logger.info("reference cat+kthvalue      : %.2f s, %.0f MB beyond scores+masks",
-                    ref["seconds"], ref["extra_mb_beyond_scores_and_masks"])
+        if ref["kept"] < radix["kept"]:  # the reference keeps every score tied with the threshold
+            raise SystemExit(f"reference threshold kept {ref['kept']} < {radix['kept']}")
+        logger.info("reference cat+kthvalue      : %.2f s, %.0f MB beyond scores+masks; kept %d vs %d (ties at "
+                    "the threshold all kept by the reference)", ref["seconds"], ref["extra_mb_beyond_scores_and_masks"],
+                    ref["kept"], radix["kept"])
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)

@@ -3,7 +3,12 @@
 Run::
 
     python -m benchmarks.bench_evaluate                 # default model (prepare_default_models, cached)
-    python -m benchmarks.bench_evaluate --tiny --max-samples 40 --max-new-tokens 32   # quick
+    python -m benchmarks.bench_evaluate --tiny --max-samples 40 --max-new-tokens 32
+    python benchmarks/bench_evaluate.py --quick         # random-init default-size model, 8 items per set, seconds
+
+Before timing, batched (left-padded) generation is checked against one-prompt-at-a-time
+generation on a few prompts (identical text required), and the timed comparison asserts the
+same on all of its prompts; the table prints the number of identical outputs beside the ratio.
 
 Model: the project's default small Llama (``unlearning.models.prepare_default_models``; ``--tiny``
 uses ``tiny_recipe()``); with ``--random-init`` (or if that module is unavailable) an untrained
@@ -13,12 +18,16 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 import time
+from pathlib import Path
 
 import torch
 
-import unlearning.evaluate as ev
-from unlearning.metrics.generation import generate_answers
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+import unlearning.evaluate as ev  # noqa: E402
+from unlearning.metrics.generation import generate_answers  # noqa: E402
 
 logger = logging.getLogger("bench_evaluate")
 
@@ -49,7 +58,7 @@ def _load(args):
         return _random_default(args)
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", default="embedded")
     p.add_argument("--split", default="forget10")
@@ -61,12 +70,31 @@ def main(argv=None) -> None:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--gen-prompts", type=int, default=32, help="prompts for the batched-vs-sequential comparison")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1 is fastest on a busy machine)")
+    p.add_argument("--quick", action="store_true",
+                   help="--random-init, 8 items per set, 16 new tokens, 8 prompts in the generation comparison")
     args = p.parse_args(argv)
+    if args.quick:
+        args.random_init = True
+        args.max_samples = args.max_samples or 8
+        args.max_new_tokens, args.gen_prompts = 16, 8
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(args.threads)
 
     model, tok, which, data_config = _load(args)
     n_params = sum(p.numel() for p in model.parameters())
+    from unlearning.data import get_template
+
+    # agreement first: batched (left padding) and one-at-a-time generation give the same text
+    sets = ev.load_eval_sets(args.data, args.split, subset=args.max_samples, data_config=data_config)
+    pairs = [(r["question"], r["answer"]) for name, (_, rows) in sets.items() if name != "holdout" for r in rows]
+    tf = ev._teacher_forced(model, tok, get_template(model), pairs[: args.gen_prompts],
+                            batch_size=args.batch_size, max_length=512, eos_id=tok.eos_token_id, extras=False, mia=False, prompts=True)
+    prompts = tf["prompt_ids"]
+    few = prompts[: min(4, len(prompts))]
+    pre_b = generate_answers(model, tok, few, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
+    pre_s = generate_answers(model, tok, few, max_new_tokens=args.max_new_tokens, batch_size=1)
+    if pre_b != pre_s:
+        raise SystemExit(f"batched and one-at-a-time generation differ before timing: {pre_b} vs {pre_s}")
 
     # time generation inside the suite by wrapping the function evaluate.py calls
     gen_time = [0.0]
@@ -87,12 +115,6 @@ def main(argv=None) -> None:
     ev.generate_answers = generate_answers
 
     # batched (left padding) vs one prompt at a time: the same prompts (from all evaluated sets) and settings
-    from unlearning.data import get_template
-
-    pairs = [(q, a) for name, df in res.tables.items() if name != "holdout" for q, a in zip(df["question"], df["answer"])]
-    tf = ev._teacher_forced(model, tok, get_template(model), pairs[: args.gen_prompts],
-                            batch_size=args.batch_size, max_length=512, eos_id=tok.eos_token_id, extras=False, mia=False, prompts=True)
-    prompts = tf["prompt_ids"]
     t = time.perf_counter()
     batched = generate_answers(model, tok, prompts, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
     t_batched = time.perf_counter() - t
@@ -100,6 +122,8 @@ def main(argv=None) -> None:
     single = generate_answers(model, tok, prompts, max_new_tokens=args.max_new_tokens, batch_size=1)
     t_single = time.perf_counter() - t
     same = sum(a == b for a, b in zip(batched, single))
+    if same != len(prompts):
+        raise SystemExit(f"batched and one-at-a-time generation differ on {len(prompts) - same} of {len(prompts)} prompts")
 
     sizes = ", ".join(f"{k}={v}" for k, v in res.summary["sets"].items())
     rows = [
@@ -115,6 +139,8 @@ def main(argv=None) -> None:
     ]
     w = max(len(r[0]) for r in rows)
     print("\n".join(f"| {a:<{w}} | {b} |" for a, b in rows))  # the benchmark's output is the table
+    return {"suite_seconds": total, "generation_seconds": gen_time[0], "batched_seconds": t_batched,
+            "single_seconds": t_single, "identical": same, "prompts": len(prompts), "sets": res.summary["sets"]}
 
 
 if __name__ == "__main__":

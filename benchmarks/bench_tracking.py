@@ -9,20 +9,28 @@ vocab from a tokenizer trained on the embedded data) and the embedded forget10 s
 
 Target: tracking overhead (with - without) <= 1.5 × the plain forward + backward of the probes.
 
+Before timing, two short runs (with and without tracking, same seed) must end with bit-identical
+weights: tracking only reads gradients, it must never change the training trajectory. The timed
+runs are checked the same way, and the table prints the largest weight difference.
+
     python benchmarks/bench_tracking.py [--steps 6] [--method satimp] [--hidden 192 --layers 4]
+    python benchmarks/bench_tracking.py --quick      # d=64, 2 layers, 3 steps, 4 probe rows: seconds
 """
 from __future__ import annotations
 
 import argparse
 import copy
 import logging
+import sys
 import statistics
 import tempfile
 import time
+from pathlib import Path
 
 import torch
 from transformers import TrainerCallback
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 from geffect import answer_nll, model_logits
 from unlearning.config import UnlearningArguments
 from unlearning.data import QADataset, load_split, retain_split_for
@@ -51,7 +59,13 @@ def _median_after_warmup(times: list[float]) -> float:
     return statistics.median(times[1:] if len(times) > 2 else times)
 
 
-def main() -> None:
+def max_weight_difference(a, b) -> float:
+    """Largest |a - b| over all parameters of two models of the same architecture."""
+    pb = dict(b.named_parameters())
+    return max(float((p.detach() - pb[n].detach()).abs().max()) for n, p in a.named_parameters())
+
+
+def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--method", default="satimp")
@@ -60,7 +74,11 @@ def main() -> None:
     ap.add_argument("--hidden", type=int, default=192)
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--threads", type=int, default=1)
-    opts = ap.parse_args()
+    ap.add_argument("--vocab", type=int, default=3072)
+    ap.add_argument("--quick", action="store_true", help="d=64, 2 layers, vocab 512, 3 steps, 4 probe rows, batch 2")
+    opts = ap.parse_args(argv)
+    if opts.quick:
+        opts.hidden, opts.layers, opts.vocab, opts.steps, opts.probe_size, opts.batch_size = 64, 2, 512, 3, 4, 2
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("transformers").setLevel(logging.WARNING)
     torch.set_num_threads(opts.threads)
@@ -68,7 +86,7 @@ def main() -> None:
     forget_rows = load_split("embedded", "forget10")
     retain_rows = load_split("embedded", retain_split_for("forget10"))
     texts = [f"{r['question']} {r['answer']}" for r in list(forget_rows) + list(retain_rows)]
-    tokenizer = train_tokenizer(texts, vocab_size=3072)
+    tokenizer = train_tokenizer(texts, vocab_size=opts.vocab)
     recipe = DefaultRecipe(hidden_size=opts.hidden, num_layers=opts.layers, max_length=256)
     base = build_model(tokenizer, recipe)
     n_params = sum(p.numel() for p in base.parameters())
@@ -87,18 +105,28 @@ def main() -> None:
         plain.append(time.perf_counter() - t0)
     t_plain = _median_after_warmup(plain)
 
-    results = {}
-    for track in (False, True):
+    def train(track: bool, steps: int):
         with tempfile.TemporaryDirectory() as out:
             args = UnlearningArguments(
-                output_dir=out, method=opts.method, max_steps=opts.steps, per_device_train_batch_size=opts.batch_size,
+                output_dir=out, method=opts.method, max_steps=steps, per_device_train_batch_size=opts.batch_size,
                 learning_rate=1e-4, warmup_steps=0, save_strategy="no", track_geffect=track, geffect_every=1,
                 geffect_probe_size=opts.probe_size, log_token_weights=False, max_length=256, use_cpu=True,
-                disable_tqdm=True, logging_steps=1000,
+                disable_tqdm=True, logging_steps=1000, seed=0,
             )
             timer = StepTimer()
-            run_unlearning(args, model=copy.deepcopy(base), tokenizer=tokenizer, callbacks=[timer])
-            results[track] = _median_after_warmup(timer.times)
+            res = run_unlearning(args, model=copy.deepcopy(base), tokenizer=tokenizer, callbacks=[timer])
+            return _median_after_warmup(timer.times), res.model
+
+    # agreement first: tracking must not change what training does
+    pre = max_weight_difference(train(False, 2)[1], train(True, 2)[1])
+    if pre != 0.0:
+        raise SystemExit(f"tracking changed the trained weights (max |diff| {pre:.3e} after 2 steps); nothing timed")
+    results, models = {}, {}
+    for track in (False, True):
+        results[track], models[track] = train(track, opts.steps)
+    diff = max_weight_difference(models[False], models[True])
+    if diff != 0.0:
+        raise SystemExit(f"tracking changed the trained weights (max |diff| {diff:.3e} after {opts.steps} steps)")
 
     overhead = results[True] - results[False]
     rows = [
@@ -113,8 +141,10 @@ def main() -> None:
     for name, t in rows:
         logger.info("%-36s %10.4f", name, t)
     ratio = overhead / t_plain
-    logger.info("tracking overhead / plain probe fwd+bwd = %.2fx (target <= 1.5x): %s",
-                ratio, "OK" if ratio <= 1.5 else "ABOVE TARGET")
+    logger.info("tracking overhead / plain probe fwd+bwd = %.2fx (target <= 1.5x): %s; weights with vs without "
+                "tracking: max |diff| %.1e", ratio, "OK" if ratio <= 1.5 else "ABOVE TARGET", diff)
+    return {"step": results[False], "step_tracked": results[True], "plain_probe_fwd_bwd": t_plain, "ratio": ratio,
+            "max_weight_difference": diff}
 
 
 if __name__ == "__main__":

@@ -12,8 +12,16 @@ Fixtures (all session-scoped; treat the returned objects as read-only, or deep-c
 - ``tiny_prepared``: ``prepare_default_models("embedded", "forget10", recipe=tiny_recipe())``
   in a temporary cache: ``PreparedModels(target, retain, tokenizer, root)`` folders holding
   a trained target (knows forget10) and retain model (never saw it). A few seconds.
-- ``tofu_dir``: the real TOFU JSON folder (``$TOFU_DATA_DIR``, else the default data location
-  next to the repository); skips the test when it is absent.
+- ``tofu_dir``: the real TOFU JSON folder. Its one setting is ``$GEFFECT_TOFU_DATA``
+  (default: ``data/tofu`` in the folder ``shared`` next to the repository).
+- ``tofu_reference_dir``: TOFU's published evaluation logs of Phi-1.5 retain models
+  (``$GEFFECT_TOFU_REFERENCE``, default: the folder ``tofu-reference`` next to the TOFU folder).
+
+Both skip the test when the folder is absent, except under ``CI=true``, where they fail it.
+
+**No silent skips in CI.** Under ``CI=true`` every skip is a failure unless the test is marked
+``cuda`` (it needs a GPU). The terminal summary lists each skip with its reason, and a
+module-level skip (``importorskip``) also turns the exit status into a failure.
 """
 from __future__ import annotations
 
@@ -73,11 +81,93 @@ def tiny_prepared(tmp_path_factory):
     )
 
 
+REPO = Path(__file__).resolve().parents[1]
+ALLOWED_SKIP_MARKERS = ("cuda",)  # a test marked cuda needs a GPU: the only allowed skip under CI
+
+
+def under_ci() -> bool:
+    """True when the environment variable CI is set to true / 1 / yes (as CI services do)."""
+    return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+
+
+def tofu_data_path() -> Path:
+    """Where the real TOFU JSON rows live: ``$GEFFECT_TOFU_DATA``, else the default next to the repository."""
+    env = os.environ.get("GEFFECT_TOFU_DATA")
+    return Path(env) if env else REPO.parent / "shared" / "data" / "tofu"
+
+
+def tofu_reference_path() -> Path:
+    """TOFU's published evaluation logs: ``$GEFFECT_TOFU_REFERENCE``, else ``tofu-reference`` beside the TOFU rows."""
+    env = os.environ.get("GEFFECT_TOFU_REFERENCE")
+    return Path(env) if env else tofu_data_path().parent / "tofu-reference"
+
+
+def require(condition: bool, reason: str) -> None:
+    """Skip the calling test when ``condition`` is false; under CI=true fail it instead."""
+    if condition:
+        return
+    if under_ci():
+        pytest.fail(f"required under CI=true: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
 @pytest.fixture(scope="session")
 def tofu_dir() -> Path:
-    """The real TOFU folder; the test is skipped when it is not there."""
-    env = os.environ.get("TOFU_DATA_DIR")
-    path = Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared" / "data" / "tofu"
-    if not (path / "full.json").is_file():
-        pytest.skip(f"TOFU data not found at {path} (set TOFU_DATA_DIR to run this test)")
+    """The real TOFU folder (skip when absent; fail under CI)."""
+    path = tofu_data_path()
+    require((path / "full.json").is_file(), f"TOFU data not found at {path} (set GEFFECT_TOFU_DATA)")
     return path
+
+
+@pytest.fixture(scope="session")
+def tofu_reference_dir() -> Path:
+    """TOFU's published Phi-1.5 retain-model evaluation logs (skip when absent; fail under CI)."""
+    path = tofu_reference_path()
+    require((path / "phi_retain90" / "eval_log_forget.json").is_file(),
+            f"TOFU reference logs not found at {path} (set GEFFECT_TOFU_REFERENCE)")
+    return path
+
+
+# ---- CI: a skip is a failure unless explicitly allowed -------------------------------------------
+
+_SKIPS: list[tuple[str, str, bool]] = []  # (test id, reason, allowed)
+
+
+def _skip_reason(report) -> str:
+    lr = report.longrepr
+    reason = str(lr[2]) if isinstance(lr, tuple) and len(lr) == 3 else str(lr)
+    return reason.removeprefix("Skipped: ")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    if not rep.skipped or hasattr(rep, "wasxfail"):
+        return
+    allowed = any(item.get_closest_marker(m) is not None for m in ALLOWED_SKIP_MARKERS)
+    reason = _skip_reason(rep)
+    _SKIPS.append((item.nodeid, reason, allowed))
+    if under_ci() and not allowed:
+        rep.outcome = "failed"
+        rep.longrepr = f"skipped under CI=true, which allows skips only for tests marked {ALLOWED_SKIP_MARKERS}: {reason}"
+
+
+def pytest_collectreport(report):
+    if report.skipped:  # a whole module skipped at import (importorskip): no item to mark
+        _SKIPS.append((report.nodeid, _skip_reason(report), False))
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    if not _SKIPS:
+        return
+    ci = under_ci()
+    terminalreporter.section("skips" + (" (CI=true: not allowed ones fail)" if ci else ""))
+    for nodeid, reason, allowed in _SKIPS:
+        verdict = "allowed" if allowed else ("FAILED" if ci else "skipped")
+        terminalreporter.write_line(f"{verdict:8} {nodeid}: {reason}")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if under_ci() and any(not allowed for _, _, allowed in _SKIPS) and session.exitstatus in (0, 5):
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -1,6 +1,11 @@
 """The study's plots on synthetic tidy frames: each returns a figure with the expected traces."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
@@ -11,6 +16,7 @@ from analyses.plots import (geffect_steps, layer_buckets, layer_heatmap, mask_de
                             method_order, pg_scatter, save_figures, token_attribution, token_weights,
                             tradeoff, trajectory)
 
+REPO = Path(__file__).resolve().parents[1]
 FRAMES = synthetic.frames(["ga", "npo", "simsat", "simimp"], steps=4, layers=3, instances=5)
 PLOTS = [(geffect_steps, "geffect_steps"), (layer_heatmap, "geffect_layers"),
          (layer_buckets, "geffect_layers"), (pg_scatter, "pg_effects"),
@@ -113,7 +119,16 @@ def test_token_attribution_rows_normalised():
 
 
 def test_method_colours_are_stable():
-    assert method_color("ga") == method_color("ga") != method_color("npo")
+    from analyses.plots import _PALETTE, KNOWN_METHODS, REFERENCE_COLORS
+
+    first = KNOWN_METHODS[: len(_PALETTE)]
+    assert len({method_color(m) for m in first}) == len(first)  # the study's methods are told apart
+    assert method_color("target") == REFERENCE_COLORS["target"] and method_color("retain") == REFERENCE_COLORS["retain"]
+    # "stable across runs": another interpreter with another hash seed gives the same colours
+    code = "from analyses.plots import method_color as c; print(c('my_new_method'), c('ga'), c('satimp'))"
+    outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True,
+                           env={**os.environ, "PYTHONHASHSEED": seed}).stdout for seed in ("1", "2")}
+    assert outs == {f"{method_color('my_new_method')} {method_color('ga')} {method_color('satimp')}\n"}
     assert method_order(["zzz", "satimp", "ga"]) == ["ga", "satimp", "zzz"]
 
 

@@ -190,10 +190,6 @@ def test_attribute_and_save_writes_mask_and_summaries(setup, tmp_path):
 
 
 def test_cli_end_to_end(tmp_path, tiny_llama, tiny_tokenizer):
-    try:
-        from unlearning.data import QACollator, QADataset, load_split  # noqa: F401
-    except ImportError as err:
-        pytest.skip(f"unlearning.data not available yet: {err}")
     from unlearning.attribute import main
     from geffect.masking import load_mask
 

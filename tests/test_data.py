@@ -1,7 +1,7 @@
 """Tests of unlearning.data: sources, embedded benchmark, templates, tokenisation, collators, errors.
 
 Offline: the tokenizer is trained on the fly with ``tokenizers``; the real TOFU folder is used
-when present (``$TOFU_DATA_DIR``; the ``tofu_dir`` fixture has the default) and skipped otherwise.
+through the ``tofu_dir`` fixture (``$GEFFECT_TOFU_DATA``): skipped when absent, a failure under CI=true.
 """
 from __future__ import annotations
 
@@ -41,18 +41,9 @@ from unlearning.data import (  # noqa: E402
 SMALL = EmbeddedConfig(num_authors=20, seed=3)
 
 
-def _tofu_dir() -> Path | None:
-    env = os.environ.get("TOFU_DATA_DIR")
-    path = Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared" / "data" / "tofu"
-    return path if (path / "full.json").is_file() else None
-
-
 @pytest.fixture(scope="module")
-def tofu() -> Path:
-    path = _tofu_dir()
-    if path is None:
-        pytest.skip("TOFU data folder not found (set TOFU_DATA_DIR)")
-    return path
+def tofu(tofu_dir) -> Path:
+    return tofu_dir
 
 
 @pytest.fixture(scope="module")
@@ -79,6 +70,8 @@ def tokenizer():
 
 def test_real_forget10_perturbed(tofu):
     ds = load_split(tofu, "forget10_perturbed")  # a Path works as well as a str
+    # sizes from TOFU (Maini et al. 2024; Hugging Face locuslab/TOFU): forget10 = 20 authors x 20 QA,
+    # 5 perturbed answers per item; idontknow.jsonl holds 100 refusals
     assert len(ds) == 400
     assert all(len(p) == 5 for p in ds["perturbed_answer"])
     assert {"paraphrased_answer", "paraphrased_question"} <= set(ds.column_names)

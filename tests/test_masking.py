@@ -259,7 +259,6 @@ def test_module_types():
 
 
 def test_masked_geffect_density_one_equals_dense():
-    pytest.importorskip("geffect.effect")
     from geffect.effect import gradient_effect
     from geffect.masking import masked_geffect
 

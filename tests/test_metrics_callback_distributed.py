@@ -10,8 +10,6 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-pytest.importorskip("unlearning.data")
-
 KW = dict(sets=("forget", "holdout"), subset=5, batch_size=2, generate=False)
 
 

@@ -65,3 +65,23 @@ def test_zlib_and_keys():
     assert set(s) == {"loss", "zlib", "min_k", "min_k_plus_plus"}
     for i, t in enumerate(texts):
         assert s["zlib"][i].item() == pytest.approx(s["loss"][i].item() / len(zlib.compress(t.encode())))
+
+
+def test_min_k_leaves_out_the_trailing_eos_like_open_unlearning():
+    """open-unlearning's tokenwise_logprobs drops the last labelled token (the EOS) for Min-k% / Min-k%++,
+    while LOSS and zlib average over every labelled token (evaluate_probability)."""
+    logits, labels = _logits_labels()
+    eos = 7  # row 0 ends with label 7 (its EOS here); row 1 ends with 9 (no EOS)
+    logp = torch.log_softmax(logits, -1)
+    with_eos = mia_scores_from_logits(logits, labels, ["a", "b"])
+    without = mia_scores_from_logits(logits, labels, ["a", "b"], eos_token_id=eos)
+    pos0 = [2, 3, 4, 5]  # row 0's answer positions without the EOS at column 6
+    lps = sorted(float(logp[0, t - 1, labels[0, t]]) for t in pos0)
+    m = max(1, int(0.4 * len(pos0)))
+    assert without["min_k"][0].item() == pytest.approx(-sum(lps[:m]) / m, rel=1e-6)
+    assert without["min_k"][0].item() != pytest.approx(with_eos["min_k"][0].item(), rel=1e-3)
+    assert without["min_k_plus_plus"][0].item() != pytest.approx(with_eos["min_k_plus_plus"][0].item(), rel=1e-3)
+    for key in ("min_k", "min_k_plus_plus"):  # row 1 has no EOS: unchanged
+        assert without[key][1].item() == pytest.approx(with_eos[key][1].item(), rel=1e-12)
+    for key in ("loss", "zlib"):  # EOS kept
+        torch.testing.assert_close(without[key], with_eos[key])

@@ -6,13 +6,11 @@ import math
 
 import pytest
 import torch
+import transformers
 
 from unlearning import objectives
 
-transformers = pytest.importorskip("transformers")
-
 TOL = 1e-10
-# tiny float64 models: one thread avoids oversubscription on shared 2-core CI machines
 
 
 # --------------------------------------------------------------------------- fixtures

@@ -183,7 +183,7 @@ def _teacher_forced(
             out["em"] += exact_memorization_from_logits(logits, labels, eos_id).tolist()
         if mia:
             texts = [a for _, a in pairs[offset : offset + B]]
-            for k, v in mia_scores_from_logits(logits, labels, texts).items():
+            for k, v in mia_scores_from_logits(logits, labels, texts, eos_token_id=eos_id).items():
                 out[k] += v.tolist()
         if prompts:
             out["prompt_ids"] += prompt_ids_from_batch(batch)
@@ -327,7 +327,10 @@ def load_retain_stats(source) -> tuple[np.ndarray, dict[str, float]]:
     ``avg_paraphrased_loss`` / ``average_perturb_loss`` (equal to their logged ``truth_ratio``).
     """
     if isinstance(source, EvalResult):
-        return source.tables["forget"]["truth_ratio"].to_numpy(np.float64), _aucs(source.summary)
+        if "forget" not in source.tables:
+            raise ValueError(f"the retain evaluation has no forget table (sets: {sorted(source.tables)}); "
+                             "evaluate the retain model with the forget set included")
+        return _truth_ratio_column(source.tables["forget"], "the retain evaluation's forget table"), _aucs(source.summary)
     if isinstance(source, (np.ndarray, list, tuple, torch.Tensor)):
         return np.asarray(source, dtype=np.float64).ravel(), {}
     p = Path(source)
@@ -342,7 +345,7 @@ def load_retain_stats(source) -> tuple[np.ndarray, dict[str, float]]:
             raise ValueError(f"{p} holds neither summary.json nor eval_log_forget.json")
     if p.suffix in (".parquet", ".jsonl"):
         df = pd.read_parquet(p) if p.suffix == ".parquet" else pd.read_json(p, orient="records", lines=True)
-        return df["truth_ratio"].to_numpy(np.float64), {}
+        return _truth_ratio_column(df, str(p)), {}
     obj = json.loads(p.read_text())
     if "eval_log_forget.json" in obj:  # TOFU eval_log_aggregated.json
         obj = obj["eval_log_forget.json"]
@@ -351,6 +354,13 @@ def load_retain_stats(source) -> tuple[np.ndarray, dict[str, float]]:
     if "sets" in obj:  # our summary.json
         return load_retain_stats(p.parent)
     raise ValueError(f"{p}: not a recognised evaluation output (ours or TOFU's eval_log_forget.json)")
+
+
+def _truth_ratio_column(df: pd.DataFrame, where: str) -> np.ndarray:
+    if "truth_ratio" not in df:
+        raise ValueError(f"{where} has no truth_ratio column (columns: {list(df.columns)}): the retain model must be "
+                         "evaluated on a forget split with perturbed answers (<forget>_perturbed)")
+    return df["truth_ratio"].to_numpy(np.float64)
 
 
 def _aucs(summary: Mapping) -> dict[str, float]:

@@ -1,14 +1,20 @@
 """Membership-inference attacks (MIA): per-instance scores and the forget-vs-holdout AUC.
 
 Scores follow one sign convention: **higher = looks less like a training member** (a loss-like
-score), computed on the answer tokens only (open-unlearning / MUSE setting):
+score), computed on the answer tokens only, with open-unlearning's token sets
+(``src/evals/metrics/utils.py``: ``evaluate_probability`` for LOSS / zlib averages over every
+labelled token, the appended EOS included; ``tokenwise_logprobs`` for Min-k% / Min-k%++ drops the
+final labelled token, the EOS):
 
-* LOSS      mean answer NLL (Yeom et al. 2018)
-* zlib      mean answer NLL / zlib-compressed length of the answer text in bytes (Carlini et al. 2021)
-* Min-k%    minus the mean of the lowest k fraction (k = 0.4) of the answer token log-probs (Shi et al. 2024)
+* LOSS      mean answer NLL, EOS included (Yeom et al. 2018)
+* zlib      that mean NLL / zlib-compressed length of the answer text in bytes (Carlini et al. 2021)
+* Min-k%    minus the mean of the lowest k fraction (k = 0.4) of the answer token log-probs, the
+            trailing EOS excluded (Shi et al. 2024)
 * Min-k%++  the same over standardised log-probs (log p(x_t) - mu_t) / sigma_t, with mu_t and
             sigma_t^2 the mean and variance of log p(v) under the model's next-token
             distribution p(. | x_<t) (Zhang et al. 2024)
+
+Min-k% and Min-k%++ take ``eos_token_id``: without it (None) the EOS is scored like any token.
 
 ``mia_auc(forget, holdout)`` = P(score_holdout > score_forget) + P(tie)/2, the Mann-Whitney rank
 statistic (equal to sklearn's ``roc_auc_score`` with holdout labelled 1). A model that
@@ -26,8 +32,8 @@ import numpy as np
 import torch
 from scipy.stats import rankdata
 
-from geffect.losses import answer_mask, answer_nll, compute_dtype, token_logprobs
-from unlearning.metrics.likelihood import forward_logits
+from geffect.losses import answer_nll, compute_dtype, token_logprobs
+from unlearning.metrics.likelihood import content_mask, forward_logits, resolve_eos_token_id
 
 __all__ = [
     "MIA_ATTACKS",
@@ -69,17 +75,21 @@ def _lowest_k_mean(values: torch.Tensor, mask: torch.Tensor, k: float) -> torch.
     return torch.where(keep, srt, torch.zeros_like(srt)).sum(dim=1) / m.to(values.dtype)
 
 
-def min_k_score(logits: torch.Tensor, labels: torch.Tensor, k: float = 0.4) -> torch.Tensor:
-    """Min-k% attack: minus the mean of the lowest k fraction of answer token log-probs, (N,)."""
+def min_k_score(
+    logits: torch.Tensor, labels: torch.Tensor, k: float = 0.4, *, eos_token_id: int | None = None
+) -> torch.Tensor:
+    """Min-k% attack: minus the mean of the lowest k fraction of answer token log-probs (trailing EOS excluded), (N,)."""
     lp = token_logprobs(logits, labels)  # (B, T)
-    return -_lowest_k_mean(lp, answer_mask(labels), k)
+    return -_lowest_k_mean(lp, content_mask(labels, eos_token_id), k)
 
 
-def min_k_plus_plus_score(logits: torch.Tensor, labels: torch.Tensor, k: float = 0.4) -> torch.Tensor:
-    """Min-k%++ attack: minus the mean of the lowest k fraction of standardised token log-probs, (N,)."""
+def min_k_plus_plus_score(
+    logits: torch.Tensor, labels: torch.Tensor, k: float = 0.4, *, eos_token_id: int | None = None
+) -> torch.Tensor:
+    """Min-k%++ attack: minus the mean of the lowest k fraction of standardised token log-probs (trailing EOS excluded), (N,)."""
     B, T, V = logits.shape
     dtype = compute_dtype(logits.dtype)
-    mask = answer_mask(labels)  # (B, T)
+    mask = content_mask(labels, eos_token_id)  # (B, T)
     z = torch.zeros(B, T, dtype=dtype, device=logits.device)
     logp = torch.log_softmax(logits[:, :-1].to(dtype), dim=-1)  # (B, T-1, V)
     p = logp.exp()
@@ -91,11 +101,20 @@ def min_k_plus_plus_score(logits: torch.Tensor, labels: torch.Tensor, k: float =
 
 
 def mia_scores_from_logits(
-    logits: torch.Tensor, labels: torch.Tensor, texts: Sequence[str] | None = None, *, k: float = 0.4
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    texts: Sequence[str] | None = None,
+    *,
+    k: float = 0.4,
+    eos_token_id: int | None = None,
 ) -> dict[str, torch.Tensor]:
-    """All attack scores from one forward pass: {attack: (N,)}; ``zlib`` only when ``texts`` are given."""
+    """All attack scores from one forward pass: {attack: (N,)}; ``zlib`` only when ``texts`` are given.
+
+    ``eos_token_id``: the answers' trailing EOS, left out of Min-k% / Min-k%++ (not of LOSS / zlib).
+    """
     nll = loss_score(logits, labels)
-    out = {"loss": nll, "min_k": min_k_score(logits, labels, k), "min_k_plus_plus": min_k_plus_plus_score(logits, labels, k)}
+    out = {"loss": nll, "min_k": min_k_score(logits, labels, k, eos_token_id=eos_token_id),
+           "min_k_plus_plus": min_k_plus_plus_score(logits, labels, k, eos_token_id=eos_token_id)}
     if texts is not None:
         out["zlib"] = zlib_score(nll, texts)
     return out
@@ -108,13 +127,16 @@ def mia_scores(
     texts: Sequence[str] | None = None,
     *,
     k: float = 0.4,
+    eos_token_id: int | None = None,
 ) -> dict[str, torch.Tensor]:
     """Per-instance MIA scores of ``model`` on ``batch`` (higher = less member-like): {attack: (N,)}.
 
-    ``texts`` are the answer strings (needed for zlib only).
+    ``texts`` are the answer strings (needed for zlib only). The EOS id excluded from Min-k% /
+    Min-k%++ defaults to ``model.config.eos_token_id``.
     """
     logits = forward_logits(model, batch)
-    return mia_scores_from_logits(logits, batch["labels"].to(logits.device), texts, k=k)
+    return mia_scores_from_logits(logits, batch["labels"].to(logits.device), texts, k=k,
+                                  eos_token_id=resolve_eos_token_id(model, eos_token_id))
 
 
 def mia_auc(scores_forget, scores_holdout) -> float:
