@@ -174,15 +174,36 @@ def weighting_shrinks_geffect(frames: Frames, **_: Any) -> list[Finding]:
             w = pg[pg["method"] == m].groupby("step")["weight"].mean().sort_index()
             if len(w) >= 2:
                 weight_trend[m] = (float(w.iloc[0]), float(w.iloc[-1]))
-    shrinks = [m for m, v in weighted.items() if v < ga]
-    verdict = "supports" if len(shrinks) == len(weighted) else ("contradicts" if not shrinks else "inconclusive")
+    shrink = [m for m, v in weighted.items() if v < 1 <= ga or (v < 1 and v < ga)]
+    slower = [m for m, v in weighted.items() if v < ga]
+    fell = _likelihood_fall(frames)
+    if fell is not None and fell < 0.1:
+        verdict = "inconclusive"  # the forget likelihood hardly moved: nothing to shrink with
+    elif len(shrink) == len(weighted):
+        verdict = "supports"
+    elif not slower:
+        verdict = "contradicts"
+    else:
+        verdict = "inconclusive"
     text = (f"|Unlearning G-effect| of the last third of tracked steps over the first third (each method against "
             f"itself, so scale-free): GA ×{_fmt(ga)}, " + ", ".join(f"{m} ×{_fmt(v)}" for m, v in weighted.items())
             + ". " + (" ".join(f"Mean {m} weight on the forget probe: {a:.3g} → {b:.3g}." for m, (a, b) in
-                                weight_trend.items()) if weight_trend else ""))
+                                weight_trend.items()) if weight_trend else "")
+            + (f" The forget-probe token likelihood fell by {fell:.0%} over the run." if fell is not None else "")
+            + " Criterion: supported when every weighted method's ratio is below 1 (its G-effect shrinks), "
+              "contradicted when none grows more slowly than GA's.")
     return [Finding("weighting_shrinks", f"{GEFFECT}: likelihood-based weighting (NPO, TNPO, WGA) shrinks the "
                     "unlearning G-effect as the forget likelihood falls, where GA's keeps growing.", text, verdict,
                     {"late_over_early": {"ga": ga, **weighted}, "weight_trend": weight_trend})]
+
+
+def _likelihood_fall(frames: Frames) -> float | None:
+    """Relative fall of the mean forget-probe token likelihood between the first and last tracked step (GA)."""
+    tw = _has(frames, "token_weights", ["method", "step", "likelihood"])
+    if tw is None or "ga" not in set(tw["method"]):
+        return None
+    p = tw[tw["method"] == "ga"].groupby("step")["likelihood"].mean().sort_index()
+    return float(1 - p.iloc[-1] / p.iloc[0]) if len(p) >= 2 and p.iloc[0] > 0 else None
 
 
 def retain_small_relative(frames: Frames, **_: Any) -> list[Finding]:
@@ -196,11 +217,14 @@ def retain_small_relative(frames: Frames, **_: Any) -> list[Finding]:
     tested = [m for m in ("wga", "tnpo") if m in ratio.index]
     if not tested:
         return []
-    smaller = [m for m in tested if ratio[m] < ratio["ga"]]
-    verdict = "supports" if len(smaller) == len(tested) else ("contradicts" if not smaller else "inconclusive")
+    small = [m for m in tested if ratio[m] < min(1.0, ratio["ga"])]
+    larger = [m for m in tested if ratio[m] >= ratio["ga"]]
+    verdict = "supports" if len(small) == len(tested) else ("contradicts" if larger else "inconclusive")
     text = ("Cumulative |retaining| / |unlearning| G-effect (scale-free within a method): GA "
             f"{_fmt(ratio['ga'])}, " + ", ".join(f"{m} {_fmt(ratio[m])}" for m in tested)
-            + "; all methods: " + ", ".join(f"{m} {_fmt(v)}" for m, v in ratio.sort_values().items()) + ".")
+            + "; all methods: " + ", ".join(f"{m} {_fmt(v)}" for m, v in ratio.sort_values().items())
+            + ". Criterion: supported when WGA's and TNPO's ratios are below 1 and below GA's, contradicted when "
+              "either is at least GA's.")
     return [Finding("retain_relative", f"{GEFFECT}: WGA and TNPO keep the retaining G-effect small relative to "
                     "the unlearning one (GA does not).", text, verdict, {"ratio": ratio.to_dict()})]
 
