@@ -8,7 +8,7 @@ table, the run configuration and findings computed from the data. Examples::
 
     python -m analyses.geffect_tofu                                   # the default study (~5-10 min, 2 CPUs)
     python -m analyses.geffect_tofu --quick --output-dir /tmp/smoke   # a one-minute smoke run
-    python -m analyses.geffect_tofu --data ../shared/data/tofu --split forget01 --max-authors 10
+    python -m analyses.geffect_tofu --data path/to/tofu --split forget01 --max-authors 10
     python -m analyses.geffect_tofu --model runs/phi15_tofu --retain-model runs/phi15_retain90 \\
         --data locuslab/TOFU --split forget10 --bf16 --device cuda --epochs 5 --batch-size 4 --grad-accum 4
 

@@ -17,10 +17,16 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from transformers import TrainingArguments
+
+from unlearning import objectives
+from unlearning.data import DataSource, retain_split_for
+from unlearning.objectives.retain import RETAIN_LOSSES
 
 __all__ = ["DEFAULT_LR_PRETRAINED", "DEFAULT_LR_TINY", "OBJECTIVE_HPARAMS", "UnlearningArguments"]
 
@@ -41,18 +47,6 @@ OBJECTIVE_HPARAMS = (
     "retain_weight",
     "forget_weight",
 )
-
-#: Retain terms an objective may compose with (DESIGN.md, "objectives").
-RETAIN_LOSSES = ("none", "nll", "kl")
-
-
-def _available_methods() -> list[str] | None:
-    """Registered objective names, or None when the registry cannot be imported."""
-    try:
-        from unlearning import objectives
-    except ImportError:  # pragma: no cover - only while the package is incomplete
-        return None
-    return list(objectives.available())
 
 
 @dataclass
@@ -204,8 +198,8 @@ class UnlearningArguments(TrainingArguments):
     def __post_init__(self) -> None:
         if self.output_dir is None:
             raise ValueError("output_dir is required: pass --output-dir DIR (the run writes its model and tables there)")
-        methods = _available_methods()
-        if methods is not None and self.method not in methods:
+        methods = objectives.available()
+        if self.method not in methods:
             raise ValueError(f"unknown method {self.method!r}; valid methods: {', '.join(sorted(methods))}")
         if self.retain_loss is not None and self.retain_loss not in RETAIN_LOSSES:
             raise ValueError(f"unknown retain_loss {self.retain_loss!r}; valid: {', '.join(RETAIN_LOSSES)}")
@@ -234,8 +228,6 @@ class UnlearningArguments(TrainingArguments):
         if self.mask is not None and not os.path.exists(self.mask):
             raise FileNotFoundError(f"mask file {self.mask!r} does not exist; build one with geffect's weight_mask / attribution CLI")
         if self.trainable is not None:
-            import re
-
             try:
                 re.compile(self.trainable)
             except re.error as err:
@@ -243,8 +235,6 @@ class UnlearningArguments(TrainingArguments):
         if self.learning_rate is None:
             self.learning_rate = DEFAULT_LR_PRETRAINED if self.model else DEFAULT_LR_TINY
         if self.ddp_backend is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            import torch
-
             if not torch.cuda.is_available():
                 self.ddp_backend = "gloo"  # CPU multi-process (torchrun on a laptop / CI)
         super().__post_init__()
@@ -259,14 +249,10 @@ class UnlearningArguments(TrainingArguments):
 
     def data_source(self):
         """The ``unlearning.data.DataSource`` of ``--data`` / ``--max-authors`` / ``--split``."""
-        from unlearning.data import DataSource
-
         return DataSource(self.data, max_authors=self.max_authors, forget_split=self.split)
 
     def resolved_retain_split(self) -> str:
         """The retain split: ``retain_split`` if set, else derived from the forget split."""
         if self.retain_split:
             return self.retain_split
-        from unlearning.data import retain_split_for
-
         return retain_split_for(self.split)

@@ -36,7 +36,7 @@ from transformers import TrainerCallback
 
 from geffect import GEffectRecord, GEffectTracker
 from geffect.io import atomic_write_text, dumps
-from geffect.losses import answer_mask
+from geffect.losses import IGNORE_INDEX, answer_mask
 from unlearning.data import QACollator, as_source
 from unlearning.evaluate import ALL_SETS, EvalResult, compute_tables, load_eval_sets, summarize
 
@@ -549,7 +549,7 @@ def concat_batches(batches: list[dict[str, torch.Tensor]]) -> dict[str, torch.Te
     """Concatenate right-padded batches along B, padding T to the longest (labels with -100,
     attention mask with 0, input ids with 0 — masked positions never matter)."""
     T = max(int(b["input_ids"].shape[1]) for b in batches)
-    pad_values = {"labels": -100}
+    pad_values = {"labels": IGNORE_INDEX}
     out: dict[str, torch.Tensor] = {}
     for key in ("input_ids", "attention_mask", "labels"):
         parts = []
