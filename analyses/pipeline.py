@@ -57,7 +57,7 @@ from unlearning.config import UnlearningArguments
 from unlearning.data import DataSource, QACollator, QADataset, get_template, retain_split_for
 from unlearning.evaluate import ALL_SETS, evaluate_model, load_eval_sets
 from unlearning.hooks import EvalCallback
-from unlearning.models import DefaultRecipe, load_model_and_tokenizer, prepare_default_models, tiny_recipe
+from unlearning.models import TINY_EMBEDDED, DefaultRecipe, load_model_and_tokenizer, prepare_default_models, tiny_recipe
 from unlearning.train import run_unlearning
 
 logger = logging.getLogger(__name__)
@@ -140,9 +140,8 @@ class Study:
         max_authors = c.max_authors
         if c.quick and c.model is None:
             if c.data == "embedded":
-                recipe = tiny_recipe()
-                return DataSource(embedded=recipe.embedded, max_authors=max_authors, forget_split=c.split), recipe
-            recipe = tiny_recipe(embedded=None, max_authors=None, include_utility=False)
+                return DataSource(embedded=TINY_EMBEDDED, max_authors=max_authors, forget_split=c.split), tiny_recipe()
+            recipe = tiny_recipe(include_utility=False)
             max_authors = 4 if max_authors is None else max_authors
             if c.split == "forget10":  # the default: 20 forget authors would leave no retain author
                 logger.warning("--quick on %s: unlearning forget01 (2 authors) instead of forget10, so that %d "
@@ -164,10 +163,7 @@ class Study:
             if c.retain_model is None:
                 logger.warning("no --retain-model: forget quality (KS test against the retain model) is not reported")
         else:
-            recipe = self.recipe
-            if self.source.max_authors is not None and not self.source.is_embedded:
-                recipe = dataclasses.replace(recipe or DefaultRecipe(), max_authors=self.source.max_authors)
-            prepared = prepare_default_models(self.source.name, c.split, recipe=recipe, cache_dir=c.cache_dir,
+            prepared = prepare_default_models(self.source, c.split, recipe=self.recipe, cache_dir=c.cache_dir,
                                               progress=c.progress)
             self.paths = {"target": str(prepared.target), "retain": c.retain_model or str(prepared.retain)}
             self.model_report = prepared.report()
@@ -387,6 +383,15 @@ class Study:
                          "embedding-only group.")
         if not self.paths.get("retain"):
             notes.append("No retain model was given: forget quality is not reported.")
+        report = getattr(self, "model_report", None) or {}
+        if report.get("target") and report.get("retain"):
+            def part(name: str) -> str:
+                r = report[name]
+                return (f"{name} model: forget ES {r['forget']['extraction_strength']:.3f}, teacher-forced forget "
+                        f"accuracy {r['forget']['accuracy']:.3f}, retain ES {r['retain']['extraction_strength']:.3f} "
+                        f"after {r['epochs']} epochs ({'memorised' if r['reached'] else 'epoch cap reached'})")
+            notes.append("Default models, measured when built (all rows of each split): " + "; ".join(
+                part(n) for n in ("target", "retain")) + f"; {report.get('build_s', float('nan')):.0f} s to build.")
         cut = self.truncation_info()
         if cut.get("rows_cut"):
             sets = [v for v in cut["sets"].values() if v["rows"]]

@@ -47,13 +47,14 @@ def _load(args):
     if args.random_init:
         return _random_default(args)
     try:
-        from unlearning.models import load_model_and_tokenizer, prepare_default_models, tiny_recipe
+        from unlearning.models import load_model_and_tokenizer, prepare_default_models, tiny_recipe, tiny_source
 
         recipe = tiny_recipe() if args.tiny else None
-        prepared = prepare_default_models(args.data, args.split, recipe=recipe, progress=False)
+        data = tiny_source(args.split) if args.tiny and args.data == "embedded" else args.data
+        prepared = prepare_default_models(data, args.split, recipe=recipe, progress=False)
         model, tok = load_model_and_tokenizer(prepared.target)
         which = f"prepare_default_models({'tiny_recipe' if args.tiny else 'default recipe'}) target"
-        return model.eval(), tok, which, (recipe.embedded if recipe is not None else None)
+        return model.eval(), tok, which, (data.embedded if args.tiny and args.data == "embedded" else None)
     except ImportError:
         return _random_default(args)
 

@@ -9,9 +9,10 @@ Fixtures (all session-scoped; treat the returned objects as read-only, or deep-c
   ``<s>``=1, ``</s>``=2) trained in well under a second on a built-in text sample.
 - ``tiny_llama``: a randomly initialised float32 ``LlamaForCausalLM`` (2 layers, d=32,
   tied embeddings) with ``tiny_tokenizer``'s vocabulary; in eval mode.
-- ``tiny_prepared``: ``prepare_default_models("embedded", "forget10", recipe=tiny_recipe())``
-  in a temporary cache: ``PreparedModels(target, retain, tokenizer, root)`` folders holding
-  a trained target (knows forget10) and retain model (never saw it). A few seconds.
+- ``tiny_prepared``: ``prepare_default_models(tiny_source(), recipe=tiny_recipe())`` (the
+  3-author embedded benchmark, forget10 = 1 author) in a temporary cache:
+  ``PreparedModels(target, retain, tokenizer, root)`` folders holding a trained target (knows
+  forget10) and retain model (never saw it). A few seconds.
 - ``tofu_dir``: the real TOFU JSON folder. Its one setting is ``$GEFFECT_TOFU_DATA``
   (default: ``data/tofu`` in the folder ``shared`` next to the repository).
 - ``tofu_reference_dir``: TOFU's published evaluation logs of Phi-1.5 retain models
@@ -65,7 +66,8 @@ def tiny_llama(tiny_tokenizer):
     from unlearning.models import DefaultRecipe, build_model
 
     recipe = DefaultRecipe(
-        hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, max_length=128, seed=0
+        hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, max_length=128, seed=0,
+        tie_word_embeddings=True,
     )
     return build_model(tiny_tokenizer, recipe).eval()
 
@@ -73,12 +75,10 @@ def tiny_llama(tiny_tokenizer):
 @pytest.fixture(scope="session")
 def tiny_prepared(tmp_path_factory):
     """Trained tiny target / retain models (tiny_recipe) in a temporary cache folder."""
-    from unlearning.models import prepare_default_models, tiny_recipe
+    from unlearning.models import prepare_default_models, tiny_recipe, tiny_source
 
     cache = tmp_path_factory.mktemp("geffect-cache")
-    return prepare_default_models(
-        "embedded", "forget10", recipe=tiny_recipe(), cache_dir=cache, progress=False
-    )
+    return prepare_default_models(tiny_source(), recipe=tiny_recipe(), cache_dir=cache, progress=False)
 
 
 REPO = Path(__file__).resolve().parents[1]

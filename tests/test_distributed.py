@@ -24,12 +24,12 @@ import sys
 from transformers import HfArgumentParser
 from unlearning.config import UnlearningArguments
 from unlearning.data import DataSource
-from unlearning.models import load_model_and_tokenizer, tiny_recipe
+from unlearning.models import load_model_and_tokenizer, tiny_source
 from unlearning.train import run_unlearning
 
 (args,) = HfArgumentParser(UnlearningArguments).parse_args_into_dataclasses(sys.argv[2:])
 model, tok = load_model_and_tokenizer(sys.argv[1], dtype="float32")
-run_unlearning(args, model=model, tokenizer=tok, data=DataSource(embedded=tiny_recipe().embedded))
+run_unlearning(args, model=model, tokenizer=tok, data=DataSource(embedded=tiny_source().embedded))
 """
 
 COMMON = [

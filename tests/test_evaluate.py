@@ -111,9 +111,9 @@ def test_eval_callback_every_k_steps(tiny_llama, tiny_tokenizer, tmp_path):
 @pytest.mark.slow
 def test_trained_target_vs_retain_model(tiny_prepared):
     """Trained tiny pair: the target extracts its forget answers, the retain model does not."""
-    from unlearning.models import load_model_and_tokenizer, tiny_recipe
+    from unlearning.models import load_model_and_tokenizer, tiny_source
 
-    cfg = tiny_recipe().embedded
+    cfg = tiny_source().embedded
     kw = dict(sets=("forget", "holdout"), generate=False, progress=False, data_config=cfg, batch_size=16)
     rm, rt = load_model_and_tokenizer(tiny_prepared.retain)
     ret = evaluate_model(rm, rt, **kw)

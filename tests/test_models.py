@@ -164,3 +164,94 @@ def test_folder_without_weights(tmp_path, tiny_llama):
     tiny_llama.config.save_pretrained(tmp_path)
     with pytest.raises(ModelError, match="incomplete"):
         load_model(tmp_path)
+
+
+# --------------------------------------------------------------------------- default recipe, scores
+
+
+def test_default_recipe_architecture(tiny_tokenizer):
+    """The default study subject: a Llama with >= 6 decoder layers and an untied LM head."""
+    from unlearning.models import DefaultRecipe, build_model
+
+    recipe = DefaultRecipe()
+    model = build_model(tiny_tokenizer, recipe)
+    assert type(model).__name__ == "LlamaForCausalLM"
+    assert model.config.num_hidden_layers == recipe.num_layers >= 6
+    assert len(model.model.layers) == recipe.num_layers
+    assert model.config.tie_word_embeddings is False
+    assert model.lm_head.weight.data_ptr() != model.model.embed_tokens.weight.data_ptr()
+    assert model.config.vocab_size == len(tiny_tokenizer)
+
+
+def test_default_recipe_rejects_bad_values():
+    from unlearning.models import DefaultRecipe
+
+    with pytest.raises(ValueError, match="divisible"):
+        DefaultRecipe(hidden_size=130, num_heads=4)
+    with pytest.raises(ValueError, match="threshold"):
+        DefaultRecipe(threshold=0)
+    with pytest.raises(ValueError, match="max_epochs"):
+        DefaultRecipe(max_epochs=0)
+    with pytest.raises(ValueError, match="learning rates"):
+        DefaultRecipe(target_lr=-1.0)
+
+
+def test_recipe_carries_no_data():
+    from unlearning.models import DefaultRecipe, tiny_recipe
+
+    for name in ("embedded", "max_authors", "questions_per_author"):
+        assert name not in DefaultRecipe().to_dict()
+    with pytest.raises(TypeError):
+        tiny_recipe(embedded=None)
+
+
+def test_fit_max_length_cuts_nothing(tiny_tokenizer):
+    from unlearning.data import QADataset, get_template
+    from unlearning.data.tokenization import prompt_and_answer_ids
+    from unlearning.models import fit_max_length
+
+    rows = [{"question": "Where was Mara Quill born?", "answer": "Mara Quill was born in Lisbon, Portugal, in 1961."},
+            {"question": "Genre?", "answer": "Historical fiction."}]
+    n = fit_max_length(tiny_tokenizer, rows)
+    full = [len(prompt_and_answer_ids(tiny_tokenizer, r["question"], r["answer"], get_template(tiny_tokenizer))[0]) + 1
+            for r in rows]  # + EOS
+    assert n % 8 == 0 and max(full) <= n < max(full) + 8
+    ds = QADataset(rows, tiny_tokenizer, max_length=n)
+    assert [len(ds[i]["input_ids"]) for i in range(2)] == full
+
+
+def test_memorisation_scores_match_the_metrics(tiny_llama, tiny_tokenizer):
+    """One forward pass gives the same ES / accuracy / probability as the separate metric functions."""
+    from unlearning.metrics import answer_probability, extraction_strength
+    from unlearning.models import memorisation_scores, per_instance_answer_accuracy
+
+    batch = _batch(tiny_tokenizer, [("Question: capital?", "Paris is the capital."), ("Question: genre?", "Historical fiction about sailors.")])
+    got = memorisation_scores(tiny_llama, [batch])
+    assert got["rows"] == 2
+    assert got["extraction_strength"] == pytest.approx(float(extraction_strength(tiny_llama, batch).mean()), abs=1e-7)
+    assert got["probability"] == pytest.approx(float(answer_probability(tiny_llama, batch).mean()), rel=1e-6)
+    assert got["accuracy"] == pytest.approx(float(per_instance_answer_accuracy(tiny_llama, batch).mean()), abs=1e-7)
+    with pytest.raises(ValueError, match="no data"):
+        memorisation_scores(tiny_llama, [])
+
+
+def test_memorisation_scores_oracle(tiny_tokenizer):
+    """A model that predicts every next token scores ES = accuracy = 1 and probability ~ 1."""
+    from unlearning.models import memorisation_scores
+
+    batch = _batch(tiny_tokenizer, [("Q: a?", "Mara Quill."), ("Q: b?", "Lisbon in 1961.")])
+    V = len(tiny_tokenizer)
+
+    class Oracle(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+            self.config = type("C", (), {"pad_token_id": 0, "eos_token_id": tiny_tokenizer.eos_token_id})()
+
+        def forward(self, input_ids, attention_mask=None):
+            nxt = torch.roll(batch["input_ids"], -1, dims=1)  # (B, T)
+            return type("O", (), {"logits": 50.0 * torch.nn.functional.one_hot(nxt % V, V).float()})()
+
+    got = memorisation_scores(Oracle(), [batch])
+    assert got["extraction_strength"] == pytest.approx(1.0) and got["accuracy"] == pytest.approx(1.0)
+    assert got["probability"] == pytest.approx(1.0, abs=1e-6)

@@ -81,7 +81,7 @@ def test_resume_keeps_rows_once(tmp_path, tiny_prepared):
     """A run killed after step 4 with its last checkpoint at step 2 resumes without duplicate rows."""
     from unlearning.config import UnlearningArguments
     from unlearning.data import DataSource
-    from unlearning.models import load_model_and_tokenizer, tiny_recipe
+    from unlearning.models import load_model_and_tokenizer, tiny_source
     from unlearning.train import run_unlearning
 
     out = tmp_path / "run"
@@ -95,7 +95,7 @@ def test_resume_keeps_rows_once(tmp_path, tiny_prepared):
 
     def run(a):
         model, tok = load_model_and_tokenizer(str(tiny_prepared.target), dtype="float32")
-        return run_unlearning(a, model=model, tokenizer=tok, data=DataSource(embedded=tiny_recipe().embedded))
+        return run_unlearning(a, model=model, tokenizer=tok, data=DataSource(embedded=tiny_source().embedded))
 
     first = run(args())
     first_losses = {r["step"]: r["loss"] for r in first.trainer.state.log_history if "loss" in r}

@@ -15,9 +15,9 @@ PROBE_ROWS = 8
 
 
 def _tiny_data_config():
-    from unlearning.models import tiny_recipe
+    from unlearning.models import tiny_source
 
-    return tiny_recipe().embedded  # the 4-author data the tiny target was trained on
+    return tiny_source().embedded  # the 3-author data the tiny target was trained on
 
 
 @functools.lru_cache(maxsize=None)

@@ -91,7 +91,7 @@ def _load_model(args: UnlearningArguments):
     source = args.model
     if source is None:
         with args.main_process_first(desc="preparing the default model"):
-            prepared = prepare_default_models(args.data, args.split)
+            prepared = prepare_default_models(args.data_source(), args.split)
         source = str(prepared.target)
         logger.info("no --model given: using the default model at %s", source)
     dtype = torch.bfloat16 if args.bf16 else torch.float32
