@@ -30,11 +30,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from geffect.distributed import is_dtensor, sum_across_ranks
 from geffect.engine import model_logits, per_instance_dots
 from geffect.groups import parameter_groups
 from geffect.losses import answer_nll
 
-__all__ = ["GEffectResult", "flat_gradient", "gradient_effect", "instance_effect", "direction_norm"]
+__all__ = ["GEffectResult", "flat_gradient", "gradient_effect", "instance_effect", "direction_norm", "risk_gradient"]
 
 
 @dataclass
@@ -94,8 +95,16 @@ class GEffectResult:
 
 
 def direction_norm(direction: Mapping[str, torch.Tensor]) -> float:
-    """Euclidean norm of a direction dict, accumulated in float64."""
-    return math.sqrt(sum(float(v.detach().double().pow(2).sum()) for v in direction.values()))
+    """Euclidean norm of a direction dict, accumulated in float64.
+
+    DTensor entries (FSDP2 shards) contribute the squares of the whole tensor: the local sums
+    are combined by the DTensor reduction (a collective: every rank must call this).
+    """
+    total = 0.0
+    for v in direction.values():
+        sq = v.detach().to(torch.float64).pow(2).sum()
+        total += float(sq.full_tensor() if is_dtensor(sq) else sq)
+    return math.sqrt(total)
 
 
 def _loss_of(out: Any) -> torch.Tensor:
@@ -154,16 +163,36 @@ def _eval_gradient(model: nn.Module, fn: Callable[[nn.Module], Any]) -> dict[str
             m.training = mode
 
 
-def _probe_risk(batch: Mapping[str, torch.Tensor]) -> Callable[[nn.Module], torch.Tensor]:
-    """R(D): mean over instances of the mean answer NLL."""
+def _probe_risk(batch: Mapping[str, torch.Tensor], total: int | None = None) -> Callable[[nn.Module], torch.Tensor]:
+    """R(D): mean over instances of the mean answer NLL (``total``: divide the sum by it instead)."""
 
     def risk(model: nn.Module) -> torch.Tensor:
         device = next(model.parameters()).device
         am = batch.get("attention_mask")
         logits = model_logits(model, batch["input_ids"].to(device), None if am is None else am.to(device))
-        return answer_nll(logits, batch["labels"].to(device)).mean()
+        nll = answer_nll(logits, batch["labels"].to(device))  # (B,)
+        return nll.mean() if total is None else nll.sum() / total
 
     return risk
+
+
+def risk_gradient(
+    model: nn.Module,
+    batch: Mapping[str, torch.Tensor],
+    *,
+    total: int | None = None,
+    sum_ranks: bool = False,
+) -> dict[str, torch.Tensor]:
+    """grad R(D) of a probe batch (instance mean of the answer NLL), eval mode, ``.grad`` untouched.
+
+    ``total``: differentiate ``sum_i R(x_i) / total`` instead (one share of a larger set);
+    ``sum_ranks``: add the shares of every rank of the process group (an all-reduce), so that
+    ranks holding disjoint shares of a set of ``total`` instances all get grad R(D) of the set.
+    """
+    direction = _eval_gradient(model, _probe_risk(batch, total))
+    if sum_ranks:
+        sum_across_ranks(direction)
+    return direction
 
 
 def _names(groups: Mapping[str, Sequence[str]] | None, model: nn.Module) -> Mapping[str, Sequence[str]]:
@@ -218,7 +247,7 @@ def instance_effect(
     lowers the probe risk; PG(s) < 0: it raises it.
     """
     groups = _names(groups, model)
-    direction = _eval_gradient(model, _probe_risk(probe_batch))
+    direction = risk_gradient(model, probe_batch)
     matrix = per_instance_dots(model, unlearn_batch, direction, loss="logprob", groups=groups, engine=engine)
     return GEffectResult(
         matrix=matrix,

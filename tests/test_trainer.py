@@ -228,7 +228,7 @@ def test_tracked_geffect_equals_direct_gradient_effect(tmp_path, tiny_prepared):
     from unlearning import objectives
 
     res = _run(tmp_path, tiny_prepared, method="satimp", retain_loss="nll", retain_weight=0.1, max_steps=1,
-               track_geffect=True, geffect_probe_size=PROBE_ROWS, max_grad_norm=1e-3)
+               track_geffect=True, geffect_probe_size=PROBE_ROWS, max_grad_norm=1e-3, retain_holdout="none")
     init, tok = _loaded(str(tiny_prepared.target))
     model = copy.deepcopy(init)
     inputs = res.trainer.last_inputs

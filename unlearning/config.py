@@ -163,6 +163,12 @@ class UnlearningArguments(TrainingArguments):
         metadata={"help": "With --track-geffect, record the objective's token and instance weights on the forget probe "
                   "at every tracked step (analysis/geffect/probe_*_weights step tables)."},
     )
+    geffect_record_batches: bool = field(
+        default=True,
+        metadata={"help": "With --track-geffect, store each tracked step's micro-batches and the probe sets "
+                  "(analysis/geffect/batches_step_*.pt, probes.pt) so that `python -m geffect.replay` can recompute "
+                  "the step from a checkpoint."},
+    )
     log_token_weights: bool = field(
         default=True,
         metadata={"help": "Log token-weight distributions and weight-vs-likelihood tables under output_dir/analysis/."},

@@ -239,8 +239,9 @@ def run_unlearning(
     if args.track_geffect:
         probes = build_probes(forget, retain, args.geffect_probe_size, tokenizer.pad_token_id)
         pg = args.pg_instances if args.pg_effect else False
-        trainer.add_callback(GEffectCallback(trainer, probes, every=args.geffect_every, pg_effect=pg,
-                                             probe_weights=args.probe_weights))
+        trainer.add_callback(GEffectCallback(probes, every=args.geffect_every, pg_effect=pg,
+                                             probe_weights=args.probe_weights,
+                                             record_batches=args.geffect_record_batches))
     for cb in callbacks or []:
         trainer.add_callback(cb)
 
