@@ -44,6 +44,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from geffect.batches import select_rows, to_cpu
 from geffect.distributed import broadcast_object, gather_objects, gather_rows, rank_world, shard_positions
 from geffect.io import atomic_path, atomic_write_json, atomic_write_parquet
 from geffect.effect import GEffectResult, direction_norm, risk_gradient
@@ -52,7 +53,7 @@ from geffect.groups import coarse_groups, parameter_groups
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["GEffectTracker", "GEffectRecord", "select_rows"]
+__all__ = ["GEffectTracker", "GEffectRecord"]
 
 SUBDIR = "geffect"
 MANIFEST = "manifest.json"
@@ -62,30 +63,6 @@ _BATCHES_RE = re.compile(r"^batches_step_(?P<step>\d+)\.pt$")
 PG_TABLE = "pg"
 PROBES_FILE = "probes.pt"
 COLUMNS = ["step", "probe", "instance", "view", "group", "value"]
-
-
-def _cpu(obj: Any) -> Any:
-    """Nested dicts / lists of tensors, moved to CPU (and detached) for ``torch.save``."""
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().cpu()
-    if isinstance(obj, Mapping):
-        return {k: _cpu(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_cpu(v) for v in obj]
-    return obj
-
-
-def select_rows(batch: Mapping[str, Any], positions: Sequence[int]) -> dict[str, Any]:
-    """The rows ``positions`` of every (N, ...) tensor of a batch (other entries unchanged)."""
-    n = int(batch["input_ids"].shape[0])
-    idx = torch.tensor(list(positions), dtype=torch.long)
-    out = {}
-    for k, v in batch.items():
-        if isinstance(v, torch.Tensor) and v.dim() > 0 and v.shape[0] == n:
-            out[k] = v[idx.to(v.device)]
-        else:
-            out[k] = v
-    return out
 
 
 def _ids_of(batch: Mapping[str, Any], n: int) -> list[Any]:
@@ -388,7 +365,7 @@ class GEffectTracker(GEffectRecord):
         """Store the probe batches (``probes.pt``) so that a replay can reuse exactly these sets."""
         if self.writer and not (self.dir / PROBES_FILE).exists():
             with atomic_path(self.dir / PROBES_FILE) as tmp:
-                torch.save(_cpu(self.probes), tmp)
+                torch.save(to_cpu(self.probes), tmp)
 
     def write_step_batches(self, step: int, micro_batches: Sequence[Mapping[str, Any]], *,
                            per_rank: bool = True) -> None:
@@ -397,7 +374,7 @@ class GEffectTracker(GEffectRecord):
         With ``per_rank`` (and ``distributed``) each rank passes its own micro-batches and rank 0
         stores all of them in rank order (the gradient an all-reduce averages). Collective then.
         """
-        batches = _cpu(list(micro_batches))
+        batches = to_cpu(list(micro_batches))
         if self.world > 1 and per_rank:
             parts = gather_objects(batches)
             batches = [b for part in parts for b in part] if parts is not None else None

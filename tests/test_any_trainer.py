@@ -317,3 +317,26 @@ def test_mask_callback_warns_on_weight_decay(tmp_path, tiny_prepared, caplog):
     with caplog.at_level("WARNING"):
         _train(tmp_path, tiny_prepared, callbacks=[WeightMaskCallback(_mask(init))], steps=1, weight_decay=0.1)
     assert "weight_decay=0.1 with a weight mask" in caplog.text
+
+
+def test_replay_of_any_trainer_checkpoints(tmp_path, tiny_prepared):
+    """The recorded micro-batches + the Trainer's own checkpoints: geffect.replay with a loss callable
+    reproduces the live values (checkpoint-S -> step S + 1, the initial model -> step 1)."""
+    from geffect.replay import replay
+
+    probes = _probes(tiny_prepared, size=4)
+    cb = GEffectCallback(probes, output_dir=tmp_path, record_batches=True, pg_effect="batch")
+    _train(tmp_path, tiny_prepared, callbacks=[cb], save_strategy="steps", save_steps=1)
+    init, _ = _loaded(str(tiny_prepared.target))
+    record = replay(tmp_path, lambda model, inputs: unlearning_loss(model, inputs, "ga"), initial_model=copy.deepcopy(init),
+                    pg_effect="batch")
+    live = GEffectTracker.load(tmp_path / "analysis")
+    assert record.steps == [1, 2, 3] and live.steps == [1, 2, 3]  # checkpoint-3 has no step-4 batch: skipped
+    for pg in (False, True):
+        a = (live.pg_table if pg else live.table)(view=None).set_index(["step", "probe", "instance", "view", "group"])
+        b = (record.pg_table if pg else record.table)(view=None).set_index(["step", "probe", "instance", "view", "group"])
+        a, b = a["value"].sort_index(), b["value"].sort_index()
+        assert list(a.index) == list(b.index)
+        for step in (1, 2, 3):
+            ta, tb = torch.tensor(a.loc[step].to_numpy()), torch.tensor(b.loc[step].to_numpy())
+            assert _rel(tb, ta) < 1e-5, (step, pg)

@@ -52,9 +52,10 @@ from torch import nn
 from transformers import Trainer, TrainerCallback
 
 from geffect import GEffectTracker
+from geffect.batches import concat_batches
 from geffect.distributed import full_tensor, is_distributed, is_dtensor, is_sharded
 from geffect.engine import model_logits
-from geffect.losses import IGNORE_INDEX, answer_mask, token_logprobs
+from geffect.losses import answer_mask, token_logprobs
 from geffect.masking import Mask, check_mask, load_mask
 
 logger = logging.getLogger(__name__)
@@ -230,26 +231,6 @@ def _place_like(mask: torch.Tensor, param: torch.Tensor) -> torch.Tensor:
 
         return distribute_tensor(mask.to(param.to_local().device), param.device_mesh, param.placements)
     return mask.to(param.device)
-
-
-# ---------------------------------------------------------------------------- batches
-def concat_batches(batches: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """Concatenate right-padded batches along B, padding T to the longest (labels with -100,
-    attention mask with 0, input ids with 0 — masked positions never matter)."""
-    T = max(int(b["input_ids"].shape[1]) for b in batches)
-    pad_values = {"labels": IGNORE_INDEX}
-    out: dict[str, torch.Tensor] = {}
-    for key in ("input_ids", "attention_mask", "labels"):
-        parts = []
-        for b in batches:
-            t = b[key] if key in b else torch.ones_like(b["input_ids"])
-            if t.shape[1] < T:
-                t = torch.nn.functional.pad(t, (0, T - t.shape[1]), value=pad_values.get(key, 0))
-            parts.append(t)
-        out[key] = torch.cat(parts)  # (sum B, T)
-    if all(isinstance(b.get("index"), torch.Tensor) for b in batches):
-        out["index"] = torch.cat([b["index"] for b in batches])
-    return out
 
 
 # ---------------------------------------------------------------------------- G-effects

@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from geffect.batches import pad_rows
 from unlearning.data import DataError, QACollator, QADataset, get_template
 
 __all__ = ["probe_batches", "tokenised_batch"]
@@ -51,28 +52,13 @@ def _take(rows, size: int | None):
 
 
 def tokenised_batch(rows: Sequence[Mapping[str, Any]], pad_token_id: int = 0) -> dict[str, torch.Tensor]:
-    """Right-pad tokenised rows (``input_ids``, ``labels``, optional ``attention_mask`` / ``index``).
-
-    ``labels`` must mark the answer tokens (``IGNORE_INDEX`` elsewhere): the G-effect risk is
-    the NLL of exactly those tokens.
-    """
-    if not rows:
-        raise DataError("tokenised_batch got no rows")
-    if "labels" not in rows[0]:
-        raise DataError("tokenised probe rows need `labels` (IGNORE_INDEX = -100 on prompt and padding tokens) to "
-                        "know which tokens are the answer; or pass question/answer rows and the tokenizer")
-    items = []
-    for i, row in enumerate(rows):
-        ids = torch.as_tensor(row["input_ids"], dtype=torch.long).flatten()
-        labels = torch.as_tensor(row["labels"], dtype=torch.long).flatten()
-        if labels.shape != ids.shape:
-            raise DataError(f"probe row {i}: labels have {labels.numel()} entries, input_ids {ids.numel()}")
-        am = row.get("attention_mask")
-        am = torch.ones_like(ids) if am is None else torch.as_tensor(am, dtype=torch.long).flatten()
-        index = row.get("index")
-        items.append({"input_ids": ids, "attention_mask": am, "labels": labels,
-                      "index": i if index is None else int(index)})
-    return QACollator(pad_token_id)(items)
+    """Right-pad tokenised rows (``input_ids``, ``labels``, optional ``attention_mask`` / ``index``)
+    (:func:`geffect.batches.pad_rows`). ``labels`` must mark the answer tokens (``IGNORE_INDEX``
+    elsewhere): the G-effect risk is the NLL of exactly those tokens."""
+    try:
+        return pad_rows(rows, pad_token_id)
+    except ValueError as err:
+        raise DataError(f"tokenised probe rows: {err}") from err
 
 
 def probe_batches(
