@@ -22,8 +22,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-__all__ = ["broadcast_object", "full_tensor", "gather_objects", "gather_rows", "is_distributed", "is_dtensor",
-           "is_sharded", "local_tensor", "rank_world", "shard_positions", "sum_across_ranks"]
+__all__ = ["broadcast_object", "fsdp_modules", "full_tensor", "gather_objects", "gather_rows", "is_distributed", "is_dtensor",
+           "is_sharded", "local_tensor", "rank_world", "reshard", "shard_positions", "sum_across_ranks"]
 
 
 def is_distributed() -> bool:
@@ -55,6 +55,27 @@ def is_dtensor(t: Any) -> bool:
 def is_sharded(model: nn.Module) -> bool:
     """The model's parameters are DTensors (FSDP2 ``fully_shard``): its forward is a collective."""
     return any(is_dtensor(p) for p in model.parameters())
+
+
+def fsdp_modules(model: nn.Module) -> list[nn.Module]:
+    """The FSDP2 modules of ``model`` (those ``fully_shard`` was applied to), root first."""
+    try:
+        from torch.distributed.fsdp import FSDPModule
+    except ImportError:  # pragma: no cover - torch without FSDP2
+        return []
+    return [m for m in model.modules() if isinstance(m, FSDPModule)]
+
+
+def reshard(model: nn.Module) -> None:
+    """Free the gathered parameters of every FSDP2 module (no-op for other models).
+
+    FSDP2 reshards the root module only after a backward; a forward under ``torch.no_grad``
+    (weights of an objective, evaluation) leaves the root's parameters gathered, and the next
+    forward would reuse them after ``optimizer.step()`` has changed the shards. Call this after
+    such forwards.
+    """
+    for module in fsdp_modules(model):
+        module.reshard()
 
 
 def full_tensor(t: torch.Tensor) -> torch.Tensor:

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from geffect.distributed import is_dtensor, sum_across_ranks
+from geffect.distributed import is_dtensor, is_sharded, rank_world, sum_across_ranks
 from geffect.engine import model_logits, per_instance_dots
 from geffect.groups import parameter_groups
 from geffect.losses import answer_nll
@@ -176,20 +176,52 @@ def _probe_risk(batch: Mapping[str, torch.Tensor], total: int | None = None) -> 
     return risk
 
 
+def _sharded_gradient(model: nn.Module, fn: Callable[[nn.Module], Any], factor: float) -> dict[str, torch.Tensor]:
+    """``factor`` x the rank mean of grad fn on an FSDP2 model, as DTensor shards; ``.grad`` restored.
+
+    FSDP2 keeps the parameters out of the autograd graph (they are all-gathered per block), so
+    the gradient is taken by a backward into ``.grad``: the training gradient is set aside,
+    FSDP2 reduce-scatters (a mean over ranks) the new one, and the training gradient is put
+    back. Every rank must call this together.
+    """
+    params = dict(model.named_parameters())
+    saved = {n: p.grad for n, p in params.items()}
+    modes = [(m, m.training) for m in model.modules()]
+    try:
+        for p in params.values():
+            p.grad = None
+        model.eval()
+        with torch.enable_grad():
+            (_loss_of(fn(model)) * factor).backward()
+        return {n: p.grad.detach() for n, p in params.items() if p.grad is not None}
+    finally:
+        for n, p in params.items():
+            p.grad = saved[n]
+        for m, mode in modes:
+            m.training = mode
+
+
 def risk_gradient(
     model: nn.Module,
     batch: Mapping[str, torch.Tensor],
     *,
     total: int | None = None,
     sum_ranks: bool = False,
+    scale: float = 1.0,
 ) -> dict[str, torch.Tensor]:
     """grad R(D) of a probe batch (instance mean of the answer NLL), eval mode, ``.grad`` untouched.
 
-    ``total``: differentiate ``sum_i R(x_i) / total`` instead (one share of a larger set);
-    ``sum_ranks``: add the shares of every rank of the process group (an all-reduce), so that
-    ranks holding disjoint shares of a set of ``total`` instances all get grad R(D) of the set.
+    ``total``: differentiate ``scale * sum_i R(x_i) / total`` instead (one share of a larger
+    set); ``sum_ranks``: add the shares of every rank of the process group, so that ranks
+    holding disjoint shares of a set of ``total`` instances all get grad R(D) of the set (an
+    all-reduce; for an FSDP2 model the sum of the sharded gradients, which stay sharded).
     """
-    direction = _eval_gradient(model, _probe_risk(batch, total))
+    if is_sharded(model):
+        if not sum_ranks:
+            raise ValueError("an FSDP2 (sharded) model takes gradients across ranks: pass sum_ranks=True")
+        return _sharded_gradient(model, _probe_risk(batch, total), scale * rank_world()[1])
+    fn = _probe_risk(batch, total)
+    direction = _eval_gradient(model, fn if scale == 1.0 else (lambda m: fn(m) * scale))
     if sum_ranks:
         sum_across_ranks(direction)
     return direction

@@ -45,7 +45,8 @@ import torch
 from torch import nn
 
 from geffect.batches import select_rows, to_cpu
-from geffect.distributed import broadcast_object, gather_objects, gather_rows, rank_world, shard_positions
+from geffect.distributed import (broadcast_object, gather_objects, gather_rows, is_sharded, rank_world,
+                                 shard_positions)
 from geffect.io import atomic_path, atomic_write_json, atomic_write_parquet
 from geffect.effect import GEffectResult, direction_norm, risk_gradient
 from geffect.engine import per_instance_dots
@@ -394,9 +395,13 @@ class GEffectTracker(GEffectRecord):
     def _dots(self, model: nn.Module, batch, direction, groups, positions: Sequence[int] | None, loss: str):
         """Rows ``positions`` (None: every row) of ``batch``, then gathered on rank 0 (the others: None)."""
         n = int(batch["input_ids"].shape[0])
-        local = batch if positions is None else select_rows(batch, positions)
+        idle = positions is not None and not positions and is_sharded(model)
+        # an FSDP2 forward is a collective: a rank without instances runs one row and drops it
+        local = batch if positions is None else select_rows(batch, [0] if idle else positions)
         matrix = per_instance_dots(model, local, direction, loss=loss, groups=groups, engine=self.engine)
         matrix = matrix.float() if matrix.dtype != torch.float64 else matrix  # (n_r, G_all)
+        if idle:
+            matrix = matrix[:0]
         if self.world == 1:
             return matrix
         return gather_rows(matrix, n, positions=positions)
@@ -448,7 +453,10 @@ class GEffectTracker(GEffectRecord):
         n = len(self.instance_ids[probe])
         if self.world == 1:
             return risk_gradient(model, batch)
-        return risk_gradient(model, select_rows(batch, self._shard(probe)), total=n, sum_ranks=True)
+        positions = self._shard(probe)
+        if not positions:  # no share: a zero contribution (still a collective under FSDP2)
+            return risk_gradient(model, select_rows(batch, [0]), total=n, sum_ranks=True, scale=0.0)
+        return risk_gradient(model, select_rows(batch, positions), total=n, sum_ranks=True)
 
     def track_instance_effect(
         self,

@@ -241,11 +241,15 @@ class UnlearningArguments(TrainingArguments):
                 raise ValueError(f"--trainable {self.trainable!r} is not a valid regular expression: {err}") from err
         if self.learning_rate is None:
             self.learning_rate = DEFAULT_LR_PRETRAINED if self.model else DEFAULT_LR_TINY
-        if self.ddp_backend is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             import torch
 
-            if not torch.cuda.is_available():
-                self.ddp_backend = "gloo"  # CPU multi-process (torchrun on a laptop / CI)
+            if not torch.cuda.is_available():  # CPU multi-process (torchrun on a laptop / CI)
+                if self.ddp_backend is None:
+                    self.ddp_backend = "gloo"
+                # accelerate counts a CPU launch as distributed only with cpu=True; without it every
+                # process would train alone (and --fsdp stops with "only works in distributed training")
+                self.use_cpu = True
         super().__post_init__()
 
     def objective_hparams(self) -> dict[str, Any]:

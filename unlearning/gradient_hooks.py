@@ -53,7 +53,7 @@ from transformers import Trainer, TrainerCallback
 
 from geffect import GEffectTracker
 from geffect.batches import concat_batches
-from geffect.distributed import full_tensor, is_distributed, is_dtensor, is_sharded
+from geffect.distributed import full_tensor, is_distributed, is_dtensor, is_sharded, reshard
 from geffect.engine import model_logits
 from geffect.losses import answer_mask, token_logprobs
 from geffect.masking import Mask, check_mask, load_mask
@@ -507,16 +507,18 @@ class GEffectCallback(TrainerCallback):
         try:
             with torch.no_grad():
                 out = self._objective()(model, inputs, ref_model=self._reference())
+                lp = getattr(out, "token_logprobs", None)
+                if lp is None:
+                    lp = token_logprobs(model_logits(model, batch["input_ids"], batch.get("attention_mask")),
+                                        batch["labels"])
         except KeyError as err:  # e.g. an objective that needs refusal ("idk") batches
             logger.warning("probe weights: the objective needs batch %s; not recording probe weights", err)
             self.probe_weights = False
             return
+        finally:
+            reshard(model)  # FSDP2: a no-grad forward leaves the root's parameters gathered
         mask = getattr(out, "answer_mask", None)
         mask = (answer_mask(batch["labels"]) if mask is None else mask).bool().cpu()  # (N, T)
-        lp = getattr(out, "token_logprobs", None)
-        if lp is None:
-            with torch.no_grad():
-                lp = token_logprobs(model_logits(model, batch["input_ids"], batch.get("attention_mask")), batch["labels"])
         lp = lp.detach().float().cpu()  # (N, T)
         tw, iw = getattr(out, "token_weights", None), getattr(out, "instance_weights", None)
         n = int(batch["input_ids"].shape[0])

@@ -1,6 +1,6 @@
 """UnlearningTrainer: a ``transformers.Trainer`` whose loss is a registered unlearning objective.
 
-The trainer adds exactly four things to :class:`transformers.Trainer`:
+The trainer adds exactly five things to :class:`transformers.Trainer`:
 
 1. ``compute_loss`` calls ``objective(model, {"forget", "retain", "idk"}, ref_model)``
    (``unlearning.objectives``); a non-finite loss raises :class:`FloatingPointError` naming the
@@ -12,7 +12,11 @@ The trainer adds exactly four things to :class:`transformers.Trainer`:
    (clip the full gradient, then zero the masked entries, at ``on_pre_optimizer_step``), and
    every callback with a ``bind`` method (:class:`GEffectCallback`) is bound to the trainer
    when added, so it can read the step's micro-batches, ``objective`` and ``ref_model``.
-4. Extra metrics (``loss/forget``, ``loss/retain``, ``weights/mean``, ...) are buffered per
+4. FSDP2 on CPU: accelerate enables FSDP only for accelerator devices (on a CPU launch it
+   silently trains with DDP); the trainer switches a CPU launch that asks for FSDP2 (``--fsdp``
+   with ``--fsdp_config '{"fsdp_version": 2}'``, or ``accelerate launch`` with an FSDP config,
+   e.g. ``configs/accelerate/fsdp2_cpu.yaml``) to FSDP2 over gloo, for tests and laptops.
+5. Extra metrics (``loss/forget``, ``loss/retain``, ``weights/mean``, ...) are buffered per
    micro-batch, averaged over the logging window and across processes in :meth:`log`.
 
 Run:  python -m unlearning.train --method satimp --output-dir runs/satimp
@@ -22,6 +26,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import os
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +34,8 @@ from typing import Any
 import torch
 from torch import nn
 from torch.utils.data import SequentialSampler
+from accelerate.state import PartialState
+from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
 from transformers import Trainer
 
 from geffect.losses import answer_mask
@@ -60,6 +67,33 @@ def apply_weight_mask(model: nn.Module, mask: dict[str, torch.Tensor]) -> None:
     through :class:`unlearning.gradient_hooks.WeightMaskCallback`, after clipping.)
     """
     apply_mask_to_gradients(model, mask)
+
+
+def _fsdp2_on_cpu(trainer: Trainer) -> None:
+    """Turn a multi-process CPU (gloo) launch that asks for FSDP into FSDP2.
+
+    ``accelerate`` sets ``DistributedType.FSDP`` only for accelerator devices; for
+    ``MULTI_CPU`` it drops the FSDP plugin and the model is wrapped in DDP. torch's FSDP2
+    (``fully_shard``) runs on CPU with gloo, so the plugin the Trainer built from ``--fsdp`` /
+    ``--fsdp_config`` (or the one ``accelerate launch`` describes in ``ACCELERATE_USE_FSDP`` /
+    ``FSDP_*`` variables) is installed in the accelerator state before the model is prepared.
+    """
+    state = trainer.accelerator.state
+    from_args = trainer.args.fsdp_plugin_args is not None
+    from_env = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+    if state.distributed_type != DistributedType.MULTI_CPU or not (from_args or from_env):
+        return
+    plugin = FullyShardedDataParallelPlugin(**trainer.args.fsdp_plugin_args) if from_args else FullyShardedDataParallelPlugin()
+    if plugin.fsdp_version != 2:
+        raise ValueError("FSDP on CPU needs FSDP2: pass --fsdp_config '{\"fsdp_version\": 2}' (or fsdp_version: 2 in "
+                         "the accelerate config)")
+    if state.mixed_precision != "no":
+        plugin.set_mixed_precision(state.mixed_precision)
+    state.fsdp_plugin = plugin
+    state.distributed_type = DistributedType.FSDP
+    PartialState._shared_state["distributed_type"] = DistributedType.FSDP
+    trainer.is_fsdp_enabled = True
+    logger.info("FSDP2 on CPU over %s: %d processes", state.backend, state.num_processes)
 
 
 class UnlearningTrainer(Trainer):
@@ -119,6 +153,10 @@ class UnlearningTrainer(Trainer):
             self._bind(self.callback_handler.callbacks[-1])
 
     # ------------------------------------------------------------------ setup
+    def create_accelerator_and_postprocess(self) -> None:
+        super().create_accelerator_and_postprocess()
+        _fsdp2_on_cpu(self)
+
     @property
     def _method(self) -> str:
         return getattr(self.objective, "name", type(self.objective).__name__)
