@@ -15,14 +15,15 @@ they are plain single-process operations.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import contextlib
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
-__all__ = ["broadcast_object", "fsdp_modules", "full_tensor", "gather_objects", "gather_rows", "is_distributed", "is_dtensor",
+__all__ = ["broadcast_object", "fsdp_modules", "full_tensor", "gathered_parameters", "gather_objects", "gather_rows", "is_distributed", "is_dtensor",
            "is_sharded", "local_tensor", "rank_world", "reshard", "shard_positions", "sum_across_ranks"]
 
 
@@ -76,6 +77,36 @@ def reshard(model: nn.Module) -> None:
     """
     for module in fsdp_modules(model):
         module.reshard()
+
+
+@contextlib.contextmanager
+def gathered_parameters(model: nn.Module) -> Iterator[None]:
+    """Keep every FSDP2 module's parameters gathered for the block, so that forwards are local.
+
+    Inside, each rank may run any number of forwards (e.g. generation on its own share of an
+    evaluation set) with no collective; the price is the full parameters on every rank while
+    the block runs. Entering and leaving are collectives. The modules' reshard-after-forward
+    settings are restored on exit. A no-op for a model that is not FSDP2-sharded.
+    """
+    modules = fsdp_modules(model)
+    if not modules:
+        yield
+        return
+    states = [m._get_fsdp_state() for m in modules]
+    saved = [(st, st._auto_reshard_after_forward, [(g, g.post_forward_mesh_info) for g in st._fsdp_param_groups])
+             for st in states]
+    try:
+        for m in modules:
+            m.set_reshard_after_forward(False, recurse=False)
+            m.unshard()
+        yield
+    finally:
+        for m in modules:
+            m.reshard()
+        for st, auto, groups in saved:
+            st._auto_reshard_after_forward = auto
+            for g, info in groups:
+                g.post_forward_mesh_info = info
 
 
 def full_tensor(t: torch.Tensor) -> torch.Tensor:

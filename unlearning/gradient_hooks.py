@@ -511,8 +511,9 @@ class GEffectCallback(TrainerCallback):
                 if lp is None:
                     lp = token_logprobs(model_logits(model, batch["input_ids"], batch.get("attention_mask")),
                                         batch["labels"])
-        except KeyError as err:  # e.g. an objective that needs refusal ("idk") batches
-            logger.warning("probe weights: the objective needs batch %s; not recording probe weights", err)
+        except (KeyError, ValueError) as err:  # e.g. an objective that needs refusal ("idk") batches
+            logger.warning("probe weights: the objective cannot run on the forget/retain probes (%s); "
+                           "not recording probe weights", err)
             self.probe_weights = False
             return
         finally:

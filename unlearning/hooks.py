@@ -35,6 +35,7 @@ import torch.distributed as dist
 from transformers import TrainerCallback
 
 from geffect import GEffectRecord
+from geffect.distributed import gathered_parameters
 from geffect.io import atomic_write_text, dumps
 from unlearning.data import QACollator, as_source
 from unlearning.evaluate import ALL_SETS, EvalResult, compute_tables, load_eval_sets, summarize
@@ -279,9 +280,11 @@ class EvalCallback(TrainerCallback):
     shard of each set (items rank, rank + world, ...) and the per-instance tables are gathered
     with ``torch.distributed.all_gather_object``; every rank then holds the full tables and the
     same summary, so the numbers do not depend on the process count. Only rank 0 writes. The
-    callback must therefore fire on all ranks, which the Trainer does. (Under DeepSpeed ZeRO-3,
-    generation on sharded parameters needs lock-step forwards across ranks: this callback
-    targets DDP / FSDP / single process.)
+    callback must therefore fire on all ranks, which the Trainer does. Under FSDP2 the
+    parameters stay gathered on every rank while it evaluates
+    (:func:`geffect.distributed.gathered_parameters`), so that each rank generates for its own
+    items without lock-step forwards (the memory of one full model per rank meanwhile). (Under
+    DeepSpeed ZeRO-3 generation on sharded parameters needs lock-step forwards: not supported.)
 
     Output per evaluation: ``<output_dir>/eval/step-<N>/`` (the files of :meth:`EvalResult.save`)
     and one JSON line per evaluation in ``<output_dir>/eval/history.jsonl``; the numeric summary
@@ -363,8 +366,9 @@ class EvalCallback(TrainerCallback):
         was_training = model.training
         model.eval()
         try:
-            tables = compute_tables(model, tok, self._eval_sets, shard=(rank, world) if distributed else None,
-                                    progress=False, **self.kw)
+            with gathered_parameters(model):  # FSDP2: every rank's forwards stay local (its own items)
+                tables = compute_tables(model, tok, self._eval_sets, shard=(rank, world) if distributed else None,
+                                        progress=False, **self.kw)
         finally:
             model.train(was_training)
         if distributed:
