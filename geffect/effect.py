@@ -30,11 +30,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from geffect.distributed import is_dtensor, is_sharded, rank_world, sum_across_ranks
 from geffect.engine import model_logits, per_instance_dots
 from geffect.groups import parameter_groups
 from geffect.losses import answer_nll
 
-__all__ = ["GEffectResult", "flat_gradient", "gradient_effect", "instance_effect", "direction_norm"]
+__all__ = ["GEffectResult", "flat_gradient", "gradient_effect", "instance_effect", "direction_norm", "risk_gradient"]
 
 
 @dataclass
@@ -94,8 +95,16 @@ class GEffectResult:
 
 
 def direction_norm(direction: Mapping[str, torch.Tensor]) -> float:
-    """Euclidean norm of a direction dict, accumulated in float64."""
-    return math.sqrt(sum(float(v.detach().double().pow(2).sum()) for v in direction.values()))
+    """Euclidean norm of a direction dict, accumulated in float64.
+
+    DTensor entries (FSDP2 shards) contribute the squares of the whole tensor: the local sums
+    are combined by the DTensor reduction (a collective: every rank must call this).
+    """
+    total = 0.0
+    for v in direction.values():
+        sq = v.detach().to(torch.float64).pow(2).sum()
+        total += float(sq.full_tensor() if is_dtensor(sq) else sq)
+    return math.sqrt(total)
 
 
 def _loss_of(out: Any) -> torch.Tensor:
@@ -154,16 +163,68 @@ def _eval_gradient(model: nn.Module, fn: Callable[[nn.Module], Any]) -> dict[str
             m.training = mode
 
 
-def _probe_risk(batch: Mapping[str, torch.Tensor]) -> Callable[[nn.Module], torch.Tensor]:
-    """R(D): mean over instances of the mean answer NLL."""
+def _probe_risk(batch: Mapping[str, torch.Tensor], total: int | None = None) -> Callable[[nn.Module], torch.Tensor]:
+    """R(D): mean over instances of the mean answer NLL (``total``: divide the sum by it instead)."""
 
     def risk(model: nn.Module) -> torch.Tensor:
         device = next(model.parameters()).device
         am = batch.get("attention_mask")
         logits = model_logits(model, batch["input_ids"].to(device), None if am is None else am.to(device))
-        return answer_nll(logits, batch["labels"].to(device)).mean()
+        nll = answer_nll(logits, batch["labels"].to(device))  # (B,)
+        return nll.mean() if total is None else nll.sum() / total
 
     return risk
+
+
+def _sharded_gradient(model: nn.Module, fn: Callable[[nn.Module], Any], factor: float) -> dict[str, torch.Tensor]:
+    """``factor`` x the rank mean of grad fn on an FSDP2 model, as DTensor shards; ``.grad`` restored.
+
+    FSDP2 keeps the parameters out of the autograd graph (they are all-gathered per block), so
+    the gradient is taken by a backward into ``.grad``: the training gradient is set aside,
+    FSDP2 reduce-scatters (a mean over ranks) the new one, and the training gradient is put
+    back. Every rank must call this together.
+    """
+    params = dict(model.named_parameters())
+    saved = {n: p.grad for n, p in params.items()}
+    modes = [(m, m.training) for m in model.modules()]
+    try:
+        for p in params.values():
+            p.grad = None
+        model.eval()
+        with torch.enable_grad():
+            (_loss_of(fn(model)) * factor).backward()
+        return {n: p.grad.detach() for n, p in params.items() if p.grad is not None}
+    finally:
+        for n, p in params.items():
+            p.grad = saved[n]
+        for m, mode in modes:
+            m.training = mode
+
+
+def risk_gradient(
+    model: nn.Module,
+    batch: Mapping[str, torch.Tensor],
+    *,
+    total: int | None = None,
+    sum_ranks: bool = False,
+    scale: float = 1.0,
+) -> dict[str, torch.Tensor]:
+    """grad R(D) of a probe batch (instance mean of the answer NLL), eval mode, ``.grad`` untouched.
+
+    ``total``: differentiate ``scale * sum_i R(x_i) / total`` instead (one share of a larger
+    set); ``sum_ranks``: add the shares of every rank of the process group, so that ranks
+    holding disjoint shares of a set of ``total`` instances all get grad R(D) of the set (an
+    all-reduce; for an FSDP2 model the sum of the sharded gradients, which stay sharded).
+    """
+    if is_sharded(model):
+        if not sum_ranks:
+            raise ValueError("an FSDP2 (sharded) model takes gradients across ranks: pass sum_ranks=True")
+        return _sharded_gradient(model, _probe_risk(batch, total), scale * rank_world()[1])
+    fn = _probe_risk(batch, total)
+    direction = _eval_gradient(model, fn if scale == 1.0 else (lambda m: fn(m) * scale))
+    if sum_ranks:
+        sum_across_ranks(direction)
+    return direction
 
 
 def _names(groups: Mapping[str, Sequence[str]] | None, model: nn.Module) -> Mapping[str, Sequence[str]]:
@@ -218,7 +279,7 @@ def instance_effect(
     lowers the probe risk; PG(s) < 0: it raises it.
     """
     groups = _names(groups, model)
-    direction = _eval_gradient(model, _probe_risk(probe_batch))
+    direction = risk_gradient(model, probe_batch)
     matrix = per_instance_dots(model, unlearn_batch, direction, loss="logprob", groups=groups, engine=engine)
     return GEffectResult(
         matrix=matrix,

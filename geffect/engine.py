@@ -24,6 +24,14 @@ Engines (all return the same matrix up to floating-point rounding):
   engine drops the mask: valid only for right-padded batches (checked) whose loss ignores
   padding positions (true for ``"answer_nll"`` / ``"logprob"``).
 
+Sharded models (FSDP2 ``fully_shard``: parameters and directions are ``DTensor`` shards): the
+ghost engine gathers one module's direction at a time, in the backward hook that uses it
+(``DTensor.full_tensor()``; the fallback rule's tangents need it in the forward hook), and
+frees it right after, as FSDP2 gathers one block's parameters at a time for its own forward.
+No rank holds the full gradient. The forward and backward are collectives then: every rank
+must call :func:`per_instance_dots` together (on its own instances). ``"loop"`` and ``"func"``
+need plain tensors.
+
 Assumptions: instances are independent in the forward pass (the model is put in eval mode
 for the call, so dropout is off); every parameter is used inside the forward of a module that
 owns it (Hugging Face tied LM heads are modules sharing the embedding weight and are counted
@@ -41,6 +49,7 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
+from geffect.distributed import full_tensor, is_dtensor
 from geffect.groups import parameter_groups
 from geffect.losses import IGNORE_INDEX, answer_logprob, answer_mask, answer_nll
 from geffect.rules import batch_sum, fallback_tangents, get_rule
@@ -188,6 +197,8 @@ def per_instance_dots(
     ids, am, labels = _batch_tensors(batch, device)
     N = ids.shape[0]
 
+    if engine != "ghost" and any(is_dtensor(d) for d in dirs.values()):
+        raise ValueError(f"engine={engine!r} needs plain tensors; sharded (DTensor, FSDP2) directions need engine='ghost'")
     per_param: dict[str, torch.Tensor] = {}
     if N > 0 and dirs:
         if engine == "ghost":
@@ -269,13 +280,18 @@ class _GhostPass:
                 if rule is not None and len(leaves) == 1 and isinstance(leaves[0], torch.Tensor):
 
                     def on_grad(g: torch.Tensor, module=module, args=args) -> None:
-                        contrib = rule(module, args, self._check(g, module), directions)
+                        # FSDP2: this module's direction, gathered only while its contribution is computed
+                        full = {local: full_tensor(d) for local, d in directions.items()}
+                        contrib = rule(module, args, self._check(g, module), full)
+                        del full
                         for local, value in contrib.items():
                             self.add(local_dirs[local][0], value)
 
                     leaves[0].register_hook(on_grad)
                 else:
-                    tangents = fallback_tangents(module, args, kwargs, directions)
+                    full = {local: full_tensor(d) for local, d in directions.items()}
+                    tangents = fallback_tangents(module, args, kwargs, full)
+                    del full
                     for k, t in enumerate(leaves):
                         if not (isinstance(t, torch.Tensor) and t.requires_grad):
                             continue

@@ -17,8 +17,18 @@ the manifest is rewritten the same way, so a killed run leaves only complete fil
 files on disk are the source of truth for which steps are done, and a tracker created on an
 existing directory resumes (skips those steps). ``view`` is ``"fine"`` for the fine groups and
 the coarse scheme's name (e.g. ``"thirds"``) for the coarse groups; both are computed in the
-same pass. Values are float32 matrices stored as float64 columns. In multi-process training,
-only one process (rank 0) should own a tracker.
+same pass. Values are float32 matrices stored as float64 columns.
+
+Beside the G-effects a tracker may keep what a later replay needs (:mod:`geffect.replay`):
+``probes.pt`` (the probe batches, :meth:`GEffectTracker.save_probes`) and
+``batches_step_000012.pt`` (the micro-batches a step's direction was computed from,
+:meth:`GEffectTracker.write_step_batches`); both are ``torch.save`` files of plain tensors.
+
+Processes: by default a tracker is a single-process object (in multi-process training only one
+process should own it). With ``distributed=True`` every rank of the process group owns one and
+calls it at the same steps: rank r computes the rows of probe instances r, r + W, ... with the
+full direction (:mod:`geffect.distributed`), rank 0 gathers the rows and is the only one that
+touches the disk, so the tracking work per rank falls as 1/W.
 """
 from __future__ import annotations
 
@@ -34,8 +44,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from geffect.io import atomic_write_json, atomic_write_parquet
-from geffect.effect import GEffectResult, direction_norm, instance_effect
+from geffect.batches import select_rows, to_cpu
+from geffect.distributed import (broadcast_object, gather_objects, gather_rows, is_sharded, rank_world,
+                                 shard_positions)
+from geffect.io import atomic_path, atomic_write_json, atomic_write_parquet
+from geffect.effect import GEffectResult, direction_norm, risk_gradient
 from geffect.engine import per_instance_dots
 from geffect.groups import coarse_groups, parameter_groups
 
@@ -47,7 +60,9 @@ SUBDIR = "geffect"
 MANIFEST = "manifest.json"
 #: part files: ``step_N`` (G-effects), ``pg_step_N`` (PG-effects), ``<table>_step_N`` (step tables)
 _PART_RE = re.compile(r"^(?:(?P<table>[a-z][a-z0-9_]*)_)?step_(?P<step>\d+)\.parquet$")
+_BATCHES_RE = re.compile(r"^batches_step_(?P<step>\d+)\.pt$")
 PG_TABLE = "pg"
+PROBES_FILE = "probes.pt"
 COLUMNS = ["step", "probe", "instance", "view", "group", "value"]
 
 
@@ -82,6 +97,32 @@ class GEffectRecord:
                 out.append((m.group("table"), int(m.group("step")), path))
         return sorted(out, key=lambda t: (t[0] or "", t[1]))
 
+    def _batch_parts(self) -> list[tuple[int, Path]]:
+        if not self.dir.exists():
+            return []
+        found = [(int(m.group("step")), path) for path in self.dir.iterdir() if (m := _BATCHES_RE.match(path.name))]
+        return sorted(found)
+
+    @property
+    def batch_steps(self) -> list[int]:
+        """Steps whose micro-batches are on disk (:meth:`GEffectTracker.write_step_batches`)."""
+        return [s for s, _ in self._batch_parts()]
+
+    def step_batches(self, step: int) -> list[dict[str, Any]]:
+        """The micro-batches (the trainer's ``inputs`` dicts, CPU tensors) stored for ``step``."""
+        path = self.dir / f"batches_step_{step:06d}.pt"
+        if not path.is_file():
+            raise FileNotFoundError(f"no micro-batches stored for step {step} in {self.dir} (steps: {self.batch_steps}); "
+                                    "track with record_batches=True, or give the replay a batch")
+        return torch.load(path, map_location="cpu", weights_only=True)["micro_batches"]
+
+    def probes(self) -> dict[str, dict[str, torch.Tensor]]:
+        """The probe batches stored by :meth:`GEffectTracker.save_probes` (CPU tensors)."""
+        path = self.dir / PROBES_FILE
+        if not path.is_file():
+            raise FileNotFoundError(f"no {PROBES_FILE} in {self.dir}; pass the probe sets explicitly")
+        return torch.load(path, map_location="cpu", weights_only=True)
+
     def _parts(self, pg: bool | str) -> list[tuple[int, Path]]:
         table = PG_TABLE if pg is True else (None if pg is False else pg)
         return [(step, path) for t, step, path in self._all_parts() if t == table]
@@ -107,7 +148,7 @@ class GEffectRecord:
         manifest's step lists are rewritten to match. Returns the deleted files.
         """
         removed = []
-        for _, step, path in self._all_parts():
+        for step, path in [(step, path) for _, step, path in self._all_parts()] + self._batch_parts():
             if step > max_step:
                 path.unlink()
                 removed.append(path)
@@ -122,6 +163,9 @@ class GEffectRecord:
         """Delete every record (a fresh run in a folder that holds an earlier one)."""
         for _, _, path in self._all_parts():
             path.unlink()
+        for _, path in self._batch_parts():
+            path.unlink()
+        (self.dir / PROBES_FILE).unlink(missing_ok=True)
         (self.dir / MANIFEST).unlink(missing_ok=True)
 
     @property
@@ -193,6 +237,11 @@ class GEffectTracker(GEffectRecord):
     input_ids, attention_mask, labels; an ``index`` entry gives instance ids). ``groups``
     default to :func:`geffect.parameter_groups` of the first tracked model; ``coarse`` adds a
     coarse view (``"thirds"``, ``"attn_mlp"`` or None) computed in the same pass.
+
+    ``distributed=True`` (every rank of an initialised process group constructs one, with the
+    same probes, and calls :meth:`track` / :meth:`track_instance_effect` at the same steps):
+    rank r computes the rows of probe instances r, r + W, ...; rank 0 gathers them, writes and
+    returns the full results, the other ranks return ``{}``. Construction is then a collective.
     """
 
     def __init__(
@@ -203,6 +252,7 @@ class GEffectTracker(GEffectRecord):
         groups: Mapping[str, Sequence[str]] | None = None,
         engine: str = "ghost",
         coarse: str | None = "thirds",
+        distributed: bool = False,
     ) -> None:
         super().__init__(output_dir)
         if not probes:
@@ -210,18 +260,31 @@ class GEffectTracker(GEffectRecord):
         self.probes = dict(probes)
         self.engine = engine
         self.coarse = coarse
+        self.rank, self.world = rank_world() if distributed else (0, 1)
+        self.writer = self.rank == 0
         self.groups = OrderedDict(groups) if groups is not None else None
         self.instance_ids = {k: _ids_of(b, int(b["input_ids"].shape[0])) for k, b in self.probes.items()}
         self.cumulative: dict[str, torch.Tensor] = {}  # probe -> (N, G) sum over steps tracked here
         self.last: dict[str, GEffectResult] = {}
         self._pending_info: dict[str, Any] = {}
-        self.dir.mkdir(parents=True, exist_ok=True)
-        previous = self.manifest
+        previous: dict[str, Any] = {}
+        if self.writer:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            previous = self.manifest
+        error = None
         if previous:
-            self._check_resume(previous)
+            try:
+                self._check_resume(previous)
+            except ValueError as err:
+                error = str(err)
             if self.groups is None and previous.get("groups"):
                 self.groups = OrderedDict(previous["groups"])
             logger.info("resuming G-effect tracking in %s: %d steps on disk", self.dir, len(self.steps))
+        if self.world > 1:  # every rank raises, or none; every rank uses rank 0's groups
+            error, groups = broadcast_object((error, None if self.groups is None else dict(self.groups)))
+            self.groups = OrderedDict(groups) if groups is not None else None
+        if error:
+            raise ValueError(error)
 
     # -- setup ------------------------------------------------------------------------------
     def _check_resume(self, manifest: Mapping[str, Any]) -> None:
@@ -252,6 +315,7 @@ class GEffectTracker(GEffectRecord):
             "coarse": self.coarse,
             "steps": self.steps,
             "pg_steps": self.pg_steps,
+            "world_size": self.world,
             "step_info": {**self.manifest.get("step_info", {}), **self._pending_info},
         }
         atomic_write_json(self.dir / MANIFEST, manifest, indent=1)
@@ -290,13 +354,58 @@ class GEffectTracker(GEffectRecord):
 
         One part file per step (``<name>_step_NNNNNN.parquet``), written atomically; read all
         steps back with :meth:`step_table`; :meth:`truncate` drops later steps on resume like
-        the G-effect parts.
+        the G-effect parts. Only the writing rank (rank 0) writes; other ranks return.
         """
-        if not re.fullmatch(r"[a-z][a-z0-9_]*", name) or name == PG_TABLE:
-            raise ValueError(f"step table name {name!r} must be lower-case letters, digits and '_' (not {PG_TABLE!r})")
-        atomic_write_parquet(self.dir / f"{name}_step_{step:06d}.parquet", frame)
+        if not re.fullmatch(r"[a-z][a-z0-9_]*", name) or name in (PG_TABLE, "batches"):
+            raise ValueError(f"step table name {name!r} must be lower-case letters, digits and '_' "
+                             f"(not {PG_TABLE!r} or 'batches')")
+        if self.writer:
+            atomic_write_parquet(self.dir / f"{name}_step_{step:06d}.parquet", frame)
+
+    def save_probes(self) -> None:
+        """Store the probe batches (``probes.pt``) so that a replay can reuse exactly these sets."""
+        if self.writer and not (self.dir / PROBES_FILE).exists():
+            with atomic_path(self.dir / PROBES_FILE) as tmp:
+                torch.save(to_cpu(self.probes), tmp)
+
+    def write_step_batches(self, step: int, micro_batches: Sequence[Mapping[str, Any]], *,
+                           per_rank: bool = True) -> None:
+        """Store the micro-batches step ``step``'s direction was computed from (for a replay).
+
+        With ``per_rank`` (and ``distributed``) each rank passes its own micro-batches and rank 0
+        stores all of them in rank order (the gradient an all-reduce averages). Collective then.
+        """
+        batches = to_cpu(list(micro_batches))
+        if self.world > 1 and per_rank:
+            parts = gather_objects(batches)
+            batches = [b for part in parts for b in part] if parts is not None else None
+        if self.writer:
+            with atomic_path(self.dir / f"batches_step_{step:06d}.pt") as tmp:
+                torch.save({"step": step, "world_size": self.world, "micro_batches": batches}, tmp)
 
     # -- tracking ---------------------------------------------------------------------------
+    def _done(self, step: int, pg: bool) -> bool:
+        """Whether ``step`` is on disk already (rank 0 decides for every rank)."""
+        done = self.writer and step in (self.pg_steps if pg else self.steps)
+        return bool(broadcast_object(done)) if self.world > 1 else done
+
+    def _shard(self, probe: str) -> list[int]:
+        return shard_positions(len(self.instance_ids[probe]), self.rank, self.world)
+
+    def _dots(self, model: nn.Module, batch, direction, groups, positions: Sequence[int] | None, loss: str):
+        """Rows ``positions`` (None: every row) of ``batch``, then gathered on rank 0 (the others: None)."""
+        n = int(batch["input_ids"].shape[0])
+        idle = positions is not None and not positions and is_sharded(model)
+        # an FSDP2 forward is a collective: a rank without instances runs one row and drops it
+        local = batch if positions is None else select_rows(batch, [0] if idle else positions)
+        matrix = per_instance_dots(model, local, direction, loss=loss, groups=groups, engine=self.engine)
+        matrix = matrix.float() if matrix.dtype != torch.float64 else matrix  # (n_r, G_all)
+        if idle:
+            matrix = matrix[:0]
+        if self.world == 1:
+            return matrix
+        return gather_rows(matrix, n, positions=positions)
+
     def track(
         self,
         step: int,
@@ -308,30 +417,46 @@ class GEffectTracker(GEffectRecord):
         """G-effects of ``direction`` on every probe set at ``step``; rows appended to disk.
 
         Returns probe name -> :class:`GEffectResult` (fine groups). A step already on disk
-        is skipped and its stored values are returned.
+        is skipped and its stored values are returned. ``distributed``: ``direction`` is the
+        full (all-reduced) gradient on every rank; non-writing ranks return ``{}``.
         """
         views = self._views(model)
-        if step in self.steps:
+        if self._done(step, pg=False):
             logger.info("G-effect step %d already on disk; skipped", step)
-            return self._results_from_disk(step)
+            return self._results_from_disk(step) if self.writer else {}
         all_groups = self._all_groups(views)
         n_fine = len(views["fine"])
         dnorm = direction_norm(direction)
         rows: dict[str, list] = {c: [] for c in COLUMNS}
         results: dict[str, GEffectResult] = {}
         for probe, batch in self.probes.items():
-            matrix = per_instance_dots(model, batch, direction, groups=all_groups, engine=self.engine)
-            matrix = matrix.float() if matrix.dtype != torch.float64 else matrix  # (N, G_all)
+            positions = self._shard(probe) if self.world > 1 else None
+            matrix = self._dots(model, batch, direction, all_groups, positions, "answer_nll")
+            if not self.writer:
+                continue
             for k, v in self._rows(step, probe, self.instance_ids[probe], views, matrix).items():
                 rows[k] += v
             fine = matrix[:, :n_fine].cpu()  # (N, G)
             results[probe] = GEffectResult(fine, list(views["fine"]), self.instance_ids[probe], dnorm)
             self.cumulative[probe] = self.cumulative.get(probe, torch.zeros_like(fine)) + fine
-        self._write_part(f"step_{step:06d}.parquet", rows)
-        self._pending_info = {str(step): {"direction_norm": dnorm, **dict(extra or {})}}
-        self._write_manifest(views)
+        if self.writer:
+            self._write_part(f"step_{step:06d}.parquet", rows)
+            self._pending_info = {str(step): {"direction_norm": dnorm, **dict(extra or {})}}
+            self._write_manifest(views)
         self.last = results
         return results
+
+    def probe_gradient(self, model: nn.Module, probe: str) -> dict[str, torch.Tensor]:
+        """grad R(D) of one probe set (eval mode); ``distributed``: each rank differentiates its
+        share of the instance mean and the shares are summed, so every rank gets the whole."""
+        batch = self.probes[probe]
+        n = len(self.instance_ids[probe])
+        if self.world == 1:
+            return risk_gradient(model, batch)
+        positions = self._shard(probe)
+        if not positions:  # no share: a zero contribution (still a collective under FSDP2)
+            return risk_gradient(model, select_rows(batch, [0]), total=n, sum_ranks=True, scale=0.0)
+        return risk_gradient(model, select_rows(batch, positions), total=n, sum_ranks=True)
 
     def track_instance_effect(
         self,
@@ -339,24 +464,50 @@ class GEffectTracker(GEffectRecord):
         model: nn.Module,
         unlearn_batch: Mapping[str, torch.Tensor],
         instance_ids: Sequence[Any] | None = None,
+        *,
+        per_rank: bool = False,
     ) -> dict[str, GEffectResult]:
-        """PG-effects (Eq. 5) of each unlearning instance on every probe set, appended to disk."""
+        """PG-effects (Eq. 5) of each unlearning instance on every probe set, appended to disk.
+
+        ``distributed``: with ``per_rank=False`` every rank passes the same batch (e.g. the
+        forget probe) and its instances are split across ranks; with ``per_rank=True`` each
+        rank passes its own instances (its share of the step's global batch) and rank 0 stores
+        all of them, in rank order.
+        """
         views = self._views(model)
-        if step in self.pg_steps:
+        if self._done(step, pg=True):
             logger.info("PG-effect step %d already on disk; skipped", step)
             return {}
-        ids = list(instance_ids) if instance_ids is not None else _ids_of(unlearn_batch, int(unlearn_batch["input_ids"].shape[0]))
+        n = int(unlearn_batch["input_ids"].shape[0])
+        ids = list(instance_ids) if instance_ids is not None else _ids_of(unlearn_batch, n)
+        positions = None
+        if self.world > 1:
+            if per_rank:
+                numbered = instance_ids is not None or "index" in unlearn_batch
+                gathered = gather_objects((numbered, ids))
+                if gathered is not None:
+                    ids = [i for _, part in gathered for i in part]
+                    if not all(flag for flag, _ in gathered):  # positions repeat across ranks: number them globally
+                        ids = list(range(len(ids)))
+            else:
+                positions = shard_positions(n, self.rank, self.world)
         all_groups = self._all_groups(views)
         n_fine = len(views["fine"])
         rows: dict[str, list] = {c: [] for c in COLUMNS}
         results: dict[str, GEffectResult] = {}
-        for probe, batch in self.probes.items():
-            res = instance_effect(model, unlearn_batch, batch, groups=all_groups, engine=self.engine)
-            for k, v in self._rows(step, probe, ids, views, res.matrix).items():
+        for probe in self.probes:
+            direction = self.probe_gradient(model, probe)
+            dnorm = direction_norm(direction)
+            matrix = self._dots(model, unlearn_batch, direction, all_groups, positions, "logprob")
+            del direction
+            if not self.writer:
+                continue
+            for k, v in self._rows(step, probe, ids, views, matrix).items():
                 rows[k] += v
-            results[probe] = GEffectResult(res.matrix[:, :n_fine].cpu(), list(views["fine"]), ids, res.direction_norm)
-        self._write_part(f"pg_step_{step:06d}.parquet", rows)
-        self._write_manifest(views)
+            results[probe] = GEffectResult(matrix[:, :n_fine].cpu(), list(views["fine"]), ids, dnorm)
+        if self.writer:
+            self._write_part(f"pg_step_{step:06d}.parquet", rows)
+            self._write_manifest(views)
         return results
 
     def _results_from_disk(self, step: int) -> dict[str, GEffectResult]:

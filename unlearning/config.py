@@ -162,6 +162,12 @@ class UnlearningArguments(TrainingArguments):
         metadata={"help": "With --track-geffect, record the objective's token and instance weights on the forget probe "
                   "at every tracked step (analysis/geffect/probe_*_weights step tables)."},
     )
+    geffect_record_batches: bool = field(
+        default=True,
+        metadata={"help": "With --track-geffect, store each tracked step's micro-batches and the probe sets "
+                  "(analysis/geffect/batches_step_*.pt, probes.pt) so that `python -m geffect.replay` can recompute "
+                  "the step from a checkpoint."},
+    )
     log_token_weights: bool = field(
         default=True,
         metadata={"help": "Log token-weight distributions and weight-vs-likelihood tables under output_dir/analysis/."},
@@ -234,9 +240,13 @@ class UnlearningArguments(TrainingArguments):
                 raise ValueError(f"--trainable {self.trainable!r} is not a valid regular expression: {err}") from err
         if self.learning_rate is None:
             self.learning_rate = DEFAULT_LR_PRETRAINED if self.model else DEFAULT_LR_TINY
-        if self.ddp_backend is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            if not torch.cuda.is_available():
-                self.ddp_backend = "gloo"  # CPU multi-process (torchrun on a laptop / CI)
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            if not torch.cuda.is_available():  # CPU multi-process (torchrun on a laptop / CI)
+                if self.ddp_backend is None:
+                    self.ddp_backend = "gloo"
+                # accelerate counts a CPU launch as distributed only with cpu=True; without it every
+                # process would train alone (and --fsdp stops with "only works in distributed training")
+                self.use_cpu = True
         super().__post_init__()
 
     def objective_hparams(self) -> dict[str, Any]:

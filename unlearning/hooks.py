@@ -5,10 +5,11 @@
 - :class:`TokenWeightCallback`: per optimizer step, the distribution of the objective's token
   weights over answer tokens and weight vs token likelihood, appended to
   ``output_dir/analysis/token_weights.jsonl`` and ``analysis/weight_vs_likelihood.jsonl``.
-- :class:`GEffectCallback`: the G-effect of the step's real gradient on fixed forget/retain
-  probe sets via ``geffect.GEffectTracker`` (``output_dir/analysis/geffect/``; read it with
-  ``GEffectTracker.load(output_dir / "analysis").table()``), plus
-  ``geffect/forget`` and ``geffect/retain`` in the trainer logs.
+- :class:`GEffectCallback` (defined in :mod:`unlearning.gradient_hooks`, works with any
+  Trainer): the G-effect of the step's real gradient on fixed forget/retain probe sets via
+  ``geffect.GEffectTracker`` (``output_dir/analysis/geffect/``; read it with
+  ``GEffectTracker.load(output_dir / "analysis").table()``), plus ``geffect/forget`` and
+  ``geffect/retain`` in the trainer logs; :class:`WeightMaskCallback` applies a weight mask.
 
 Every table is append-only JSON lines (one ``write`` + ``flush`` per row, main process only),
 so a killed run keeps what it logged. Step numbering everywhere is the trainer's: row ``step``
@@ -31,32 +32,29 @@ from typing import Any
 import pandas as pd
 import torch
 import torch.distributed as dist
-from torch import nn
 from transformers import TrainerCallback
 
-from geffect import GEffectRecord, GEffectTracker
+from geffect import GEffectRecord
+from geffect.distributed import gathered_parameters
 from geffect.io import atomic_write_text, dumps
-from geffect.losses import IGNORE_INDEX, answer_mask
 from unlearning.data import QACollator, as_source
 from unlearning.evaluate import ALL_SETS, EvalResult, compute_tables, load_eval_sets, summarize
+from unlearning.gradient_hooks import (ANALYSIS_DIR, PROBE_INSTANCE_WEIGHTS, PROBE_TOKEN_WEIGHTS, GEffectCallback,
+                                       WeightMaskCallback, concat_batches)
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["ANALYSIS_DIR", "EVAL_DIR", "EVAL_HISTORY_FILE", "EvalCallback", "GEffectCallback", "JsonlLogCallback",
-           "LOGS_FILE", "PROBE_INSTANCE_WEIGHTS", "PROBE_TOKEN_WEIGHTS", "TokenWeightCallback", "append_jsonl",
-           "build_probes", "clear_step_tables", "concat_batches", "merge_shards", "read_jsonl", "token_weight_stats",
-           "truncate_step_tables", "weight_vs_likelihood"]
+           "LOGS_FILE", "PROBE_INSTANCE_WEIGHTS", "PROBE_TOKEN_WEIGHTS", "TokenWeightCallback", "WeightMaskCallback",
+           "append_jsonl", "build_probes", "clear_step_tables", "concat_batches", "merge_shards", "read_jsonl",
+           "token_weight_stats", "truncate_step_tables", "weight_vs_likelihood"]
 
-ANALYSIS_DIR = "analysis"
 LOGS_FILE = "logs.jsonl"
 TOKEN_WEIGHTS_FILE = "token_weights.jsonl"
 WEIGHT_VS_LIKELIHOOD_FILE = "weight_vs_likelihood.jsonl"
 GEFFECT_DIR = "geffect"
 EVAL_DIR = "eval"
 EVAL_HISTORY_FILE = "history.jsonl"
-#: step tables the G-effect callback stores beside the G-effects (``GEffectRecord.step_table``)
-PROBE_TOKEN_WEIGHTS = "probe_token_weights"
-PROBE_INSTANCE_WEIGHTS = "probe_instance_weights"
 QUANTILES = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0)
 SMALL_WEIGHT = 1e-3
 
@@ -275,150 +273,6 @@ class TokenWeightCallback(TrainerCallback):
             append_jsonl(self.likelihood_path, rows)
 
 
-# ---------------------------------------------------------------------------- G-effects
-class GEffectCallback(TrainerCallback):
-    """Track the G-effect of the real training gradient on fixed probe sets.
-
-    At optimizer steps 1, 1 + every, 1 + 2·every, ... the trainer calls
-    :meth:`on_gradients_ready` with the accumulated ``.grad`` (after backward of the last
-    micro-batch, all-reduced under DDP, weight mask applied, **before** clipping and the
-    optimizer step: the direction the optimizer would use). At that moment the weights are
-    still θ_s, the weights step s's gradient was taken at. Everything below is computed there
-    and written through one ``geffect.GEffectTracker`` under ``output_dir/analysis/geffect/``:
-
-    - G-effects E[i, g] = <grad R(x_i), grad> for every probe instance i and parameter group g
-      (``GEffectRecord.table()``); ``geffect/forget`` and ``geffect/retain`` go to the logs;
-    - PG-effects (Wang et al. 2025, Eq. 5; ``GEffectRecord.pg_table()``), with ``pg_effect``:
-      ``"batch"`` (or True) for the forget instances of the step's own micro-batches,
-      ``"probe"`` for the fixed forget-probe instances (per-instance trajectories over steps);
-    - with ``probe_weights``, the weights the trainer's objective (and its reference model: no
-      second copy is built) puts on the forget-probe answer tokens and instances, as step tables
-      ``probe_token_weights`` (step, instance, token, likelihood, weight) and
-      ``probe_instance_weights`` (step, instance, weight, kind) (``GEffectRecord.step_table``).
-
-    Processes: only the main process computes and writes; it works on the unwrapped model
-    (``model.module`` under DDP), whose backward passes fire no DDP hooks and run no
-    collectives, and ``.grad`` is not modified. Other processes just wait at the next
-    collective.
-
-    Args:
-        trainer: the UnlearningTrainer.
-        probes: dict name -> batch (``input_ids``, ``attention_mask``, ``labels``, optional
-            ``index``), e.g. ``{"forget": ..., "retain": ...}`` (see :func:`build_probes`).
-        every: track every k-th optimizer step.
-        pg_effect: False, ``"batch"`` (True) or ``"probe"`` (see above).
-        probe_weights: record the objective's weights on the forget probe.
-        groups: parameter groups (default ``geffect.parameter_groups(model)``).
-    """
-
-    def __init__(self, trainer, probes: dict[str, dict[str, torch.Tensor]], *, every: int = 1,
-                 pg_effect: bool | str = False, probe_weights: bool = False,
-                 output_dir: str | os.PathLike | None = None, groups=None, engine: str = "ghost"):
-        if pg_effect not in (False, True, "batch", "probe", None):
-            raise ValueError(f"pg_effect must be False, 'batch' or 'probe', got {pg_effect!r}")
-        if every < 1:
-            raise ValueError(f"every must be >= 1, got {every}")
-        self.trainer = trainer
-        self.every = every
-        self.pg_effect = "batch" if pg_effect is True else (pg_effect or None)
-        self.probe_weights = probe_weights
-        # GEffectTracker writes into <its output_dir>/geffect/
-        self.output_dir = Path(output_dir or trainer.args.output_dir) / ANALYSIS_DIR
-        self.probes = probes
-        self.groups = groups
-        self.engine = engine
-        self._tracker = None
-        self.last_results: dict[str, Any] | None = None
-
-    @property
-    def tracker(self) -> GEffectTracker:
-        if self._tracker is None:
-            device = self.trainer.args.device
-            probes = {k: {n: t.to(device) if n != "index" else t for n, t in b.items()} for k, b in self.probes.items()}
-            self._tracker = GEffectTracker(self.output_dir, probes, groups=self.groups, engine=self.engine)
-        return self._tracker
-
-    def should_track(self, step: int) -> bool:
-        return (step - 1) % self.every == 0
-
-    def on_gradients_ready(self, args, state, control, model: nn.Module, trainer=None, **kwargs):
-        step = state.global_step + 1  # the optimizer step this gradient is for
-        if not self.should_track(step) or not state.is_world_process_zero:
-            return
-        direction = {n: p.grad.detach() for n, p in model.named_parameters() if p.grad is not None}
-        if not direction:
-            logger.warning("step %d: no gradients to track", step)
-            return
-        was_training = model.training
-        model.eval()  # probe risks without dropout
-        try:
-            tracker = self.tracker
-            results = tracker.track(step, model, direction)
-            unlearn = self._pg_batch()
-            if unlearn is not None:
-                ids = unlearn.pop("index", None)
-                ids = ids.tolist() if isinstance(ids, torch.Tensor) else None
-                tracker.track_instance_effect(step, model, unlearn, instance_ids=ids)
-            if self.probe_weights and "forget" in tracker.probes:
-                self._record_probe_weights(step, model)
-        finally:
-            model.train(was_training)
-        self.last_results = results
-        self.trainer.log_main_process_metrics({f"geffect/{name}": float(r.total) for name, r in results.items()})
-
-    def _pg_batch(self) -> dict[str, torch.Tensor] | None:
-        if self.pg_effect == "probe":
-            forget = self.tracker.probes.get("forget")
-            return dict(forget) if forget is not None else None
-        if self.pg_effect == "batch":
-            batches = [r.forget_batch for r in self.trainer.step_records if r.forget_batch is not None]
-            return concat_batches(batches) if batches else None
-        return None
-
-    def _record_probe_weights(self, step: int, model: nn.Module) -> None:
-        """The objective's token / instance weights on the forget probe at the current weights."""
-        probes = self.tracker.probes
-        forget = probes["forget"]
-        batch = {k: forget[k] for k in ("input_ids", "attention_mask", "labels")}
-        inputs = {"forget": batch}
-        if "retain" in probes:
-            inputs["retain"] = {k: probes["retain"][k] for k in ("input_ids", "attention_mask", "labels")}
-        trainer = self.trainer
-        try:
-            with torch.no_grad():
-                out = trainer.objective(model, inputs, ref_model=trainer.ref_model)
-        except KeyError as err:  # e.g. an objective that needs refusal ("idk") batches
-            logger.warning("probe weights: the objective needs batch %s; not recording probe weights", err)
-            self.probe_weights = False
-            return
-        mask = getattr(out, "answer_mask", None)
-        mask = (answer_mask(batch["labels"]) if mask is None else mask).bool().cpu()  # (N, T)
-        lp = getattr(out, "token_logprobs", None)
-        if lp is None:
-            from geffect.engine import model_logits
-            from geffect.losses import token_logprobs
-
-            with torch.no_grad():
-                lp = token_logprobs(model_logits(model, batch["input_ids"], batch["attention_mask"]), batch["labels"])
-        lp = lp.detach().float().cpu()  # (N, T)
-        tw, iw = getattr(out, "token_weights", None), getattr(out, "instance_weights", None)
-        n = int(batch["input_ids"].shape[0])
-        tw = torch.ones_like(lp) if tw is None else tw.detach().float().cpu()  # (N, T)
-        if iw is not None:  # instance-level weights (NPO-style; their token weights are a broadcast)
-            weights, kind = iw.detach().float().cpu().flatten(), "instance"
-        elif getattr(out, "token_weights", None) is not None:
-            weights, kind = (tw * mask).sum(1) / mask.sum(1).clamp(min=1), "token_mean"
-        else:
-            weights, kind = torch.ones(n), "none"
-        ids = self.tracker.instance_ids["forget"]
-        rows = [(step, ids[i], t, p, w) for i in range(n) for t, p, w in
-                zip(mask[i].nonzero().flatten().tolist(), lp[i][mask[i]].exp().tolist(), tw[i][mask[i]].tolist())]
-        self.tracker.write_step_table(step, PROBE_TOKEN_WEIGHTS, pd.DataFrame(
-            rows, columns=["step", "instance", "token", "likelihood", "weight"]))
-        self.tracker.write_step_table(step, PROBE_INSTANCE_WEIGHTS, pd.DataFrame(
-            {"step": step, "instance": ids, "weight": weights.tolist(), "kind": kind}))
-
-
 class EvalCallback(TrainerCallback):
     """Run the evaluation suite (``unlearning.evaluate``) during training: every k steps and/or per epoch.
 
@@ -426,9 +280,11 @@ class EvalCallback(TrainerCallback):
     shard of each set (items rank, rank + world, ...) and the per-instance tables are gathered
     with ``torch.distributed.all_gather_object``; every rank then holds the full tables and the
     same summary, so the numbers do not depend on the process count. Only rank 0 writes. The
-    callback must therefore fire on all ranks, which the Trainer does. (Under DeepSpeed ZeRO-3,
-    generation on sharded parameters needs lock-step forwards across ranks: this callback
-    targets DDP / FSDP / single process.)
+    callback must therefore fire on all ranks, which the Trainer does. Under FSDP2 the
+    parameters stay gathered on every rank while it evaluates
+    (:func:`geffect.distributed.gathered_parameters`), so that each rank generates for its own
+    items without lock-step forwards (the memory of one full model per rank meanwhile). (Under
+    DeepSpeed ZeRO-3 generation on sharded parameters needs lock-step forwards: not supported.)
 
     Output per evaluation: ``<output_dir>/eval/step-<N>/`` (the files of :meth:`EvalResult.save`)
     and one JSON line per evaluation in ``<output_dir>/eval/history.jsonl``; the numeric summary
@@ -510,8 +366,9 @@ class EvalCallback(TrainerCallback):
         was_training = model.training
         model.eval()
         try:
-            tables = compute_tables(model, tok, self._eval_sets, shard=(rank, world) if distributed else None,
-                                    progress=False, **self.kw)
+            with gathered_parameters(model):  # FSDP2: every rank's forwards stay local (its own items)
+                tables = compute_tables(model, tok, self._eval_sets, shard=(rank, world) if distributed else None,
+                                        progress=False, **self.kw)
         finally:
             model.train(was_training)
         if distributed:
@@ -542,25 +399,6 @@ def merge_shards(shards: Sequence[dict[str, pd.DataFrame]]) -> dict[str, pd.Data
     for n in names:
         parts = [s[n] for s in shards if n in s]
         out[n] = pd.concat(parts, ignore_index=True).sort_values("index", kind="stable").reset_index(drop=True)
-    return out
-
-
-def concat_batches(batches: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """Concatenate right-padded batches along B, padding T to the longest (labels with -100,
-    attention mask with 0, input ids with 0 — masked positions never matter)."""
-    T = max(int(b["input_ids"].shape[1]) for b in batches)
-    pad_values = {"labels": IGNORE_INDEX}
-    out: dict[str, torch.Tensor] = {}
-    for key in ("input_ids", "attention_mask", "labels"):
-        parts = []
-        for b in batches:
-            t = b[key]
-            if t.shape[1] < T:
-                t = torch.nn.functional.pad(t, (0, T - t.shape[1]), value=pad_values.get(key, 0))
-            parts.append(t)
-        out[key] = torch.cat(parts)  # (sum B, T)
-    if all(isinstance(b.get("index"), torch.Tensor) for b in batches):
-        out["index"] = torch.cat([b["index"] for b in batches])
     return out
 
 

@@ -241,8 +241,9 @@ def run_unlearning(
         probes = build_probes(forget, retain, args.geffect_probe_size, tokenizer.pad_token_id)
         pg = args.pg_instances if args.pg_effect else False
         groups = module_groups(model) if args.geffect_groups == "modules" else None
-        trainer.add_callback(GEffectCallback(trainer, probes, every=args.geffect_every, pg_effect=pg,
-                                             probe_weights=args.probe_weights, groups=groups))
+        trainer.add_callback(GEffectCallback(probes, every=args.geffect_every, pg_effect=pg,
+                                             probe_weights=args.probe_weights, groups=groups,
+                                             record_batches=args.geffect_record_batches))
     for cb in callbacks or []:
         trainer.add_callback(cb)
 

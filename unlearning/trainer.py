@@ -1,22 +1,22 @@
 """UnlearningTrainer: a ``transformers.Trainer`` whose loss is a registered unlearning objective.
 
-The trainer adds exactly four things to :class:`transformers.Trainer`:
+The trainer adds exactly five things to :class:`transformers.Trainer`:
 
 1. ``compute_loss`` calls ``objective(model, {"forget", "retain", "idk"}, ref_model)``
    (``unlearning.objectives``); a non-finite loss raises :class:`FloatingPointError` naming the
    method and the step.
 2. A reference model - a frozen copy of the initial model or one loaded from a path - exists only
    when ``objective.needs_reference``; it lives on the training device in eval mode.
-3. The gradient hook point. After the last micro-batch of an optimizer step has run backward
-   (so ``.grad`` holds the accumulated, all-reduced gradient) and **before** clipping and the
-   optimizer step, :meth:`UnlearningTrainer.on_gradients_ready` zeroes the gradients of masked
-   weights and then calls ``on_gradients_ready(args, state, control, model=..., trainer=...)``
-   on every callback that defines it (``unlearning.hooks.GEffectCallback`` does). Trainer has
-   no callback event before clipping (``on_pre_optimizer_step`` fires after it), so the hook
-   wraps ``Trainer._clip_grad_norm`` / ``Trainer._get_grad_norm``, one of which runs first at
-   every optimizer step; a guard callback checks on ``on_pre_optimizer_step`` that the hook ran
-   and runs it late (with a warning) if a future transformers release renames those methods.
-4. Extra metrics (``loss/forget``, ``loss/retain``, ``weights/mean``, ...) are buffered per
+3. Weight masks and G-effects through the same public callbacks any Trainer can use
+   (:mod:`unlearning.gradient_hooks`): ``weight_mask`` adds a :class:`WeightMaskCallback`
+   (clip the full gradient, then zero the masked entries, at ``on_pre_optimizer_step``), and
+   every callback with a ``bind`` method (:class:`GEffectCallback`) is bound to the trainer
+   when added, so it can read the step's micro-batches, ``objective`` and ``ref_model``.
+4. FSDP2 on CPU: accelerate enables FSDP only for accelerator devices (on a CPU launch it
+   silently trains with DDP); the trainer switches a CPU launch that asks for FSDP2 (``--fsdp``
+   with ``--fsdp_config '{"fsdp_version": 2}'``, or ``accelerate launch`` with an FSDP config,
+   e.g. ``configs/accelerate/fsdp2_cpu.yaml``) to FSDP2 over gloo, for tests and laptops.
+5. Extra metrics (``loss/forget``, ``loss/retain``, ``weights/mean``, ...) are buffered per
    micro-batch, averaged over the logging window and across processes in :meth:`log`.
 
 Run:  python -m unlearning.train --method satimp --output-dir runs/satimp
@@ -26,6 +26,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import os
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
@@ -33,9 +34,13 @@ from typing import Any
 import torch
 from torch import nn
 from torch.utils.data import SequentialSampler
-from transformers import Trainer, TrainerCallback
+from accelerate.state import PartialState
+from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+from transformers import Trainer
 
 from geffect.losses import answer_mask
+from geffect.masking import apply_mask_to_gradients
+from unlearning.gradient_hooks import WeightMaskCallback
 
 logger = logging.getLogger(__name__)
 
@@ -58,27 +63,37 @@ def _detach_cpu(t: torch.Tensor | None) -> torch.Tensor | None:
 def apply_weight_mask(model: nn.Module, mask: dict[str, torch.Tensor]) -> None:
     """Zero ``p.grad`` where ``mask`` is False (True = weight may be updated; ``geffect.masking``).
 
-    Names are those of the unwrapped model's ``named_parameters()``.
+    Names are those of the unwrapped model's ``named_parameters()``. (The trainer itself masks
+    through :class:`unlearning.gradient_hooks.WeightMaskCallback`, after clipping.)
     """
-    from geffect.masking import apply_mask_to_gradients
-
     apply_mask_to_gradients(model, mask)
 
 
-class _GradientHookGuard(TrainerCallback):
-    """Safety net: make sure the pre-clip gradient hook ran for this optimizer step."""
+def _fsdp2_on_cpu(trainer: Trainer) -> None:
+    """Turn a multi-process CPU (gloo) launch that asks for FSDP into FSDP2.
 
-    def __init__(self, trainer: UnlearningTrainer):
-        self.trainer = trainer
-
-    def on_pre_optimizer_step(self, args, state, control, **kwargs):
-        if self.trainer._grads_ready_step != state.global_step:
-            logger.warning(
-                "the pre-clip gradient hook did not run at step %d (transformers internals changed?); "
-                "running it after clipping: the mask still applies, G-effects see the clipped gradient",
-                state.global_step + 1,
-            )
-            self.trainer.on_gradients_ready(self.trainer.model_wrapped)
+    ``accelerate`` sets ``DistributedType.FSDP`` only for accelerator devices; for
+    ``MULTI_CPU`` it drops the FSDP plugin and the model is wrapped in DDP. torch's FSDP2
+    (``fully_shard``) runs on CPU with gloo, so the plugin the Trainer built from ``--fsdp`` /
+    ``--fsdp_config`` (or the one ``accelerate launch`` describes in ``ACCELERATE_USE_FSDP`` /
+    ``FSDP_*`` variables) is installed in the accelerator state before the model is prepared.
+    """
+    state = trainer.accelerator.state
+    from_args = trainer.args.fsdp_plugin_args is not None
+    from_env = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+    if state.distributed_type != DistributedType.MULTI_CPU or not (from_args or from_env):
+        return
+    plugin = FullyShardedDataParallelPlugin(**trainer.args.fsdp_plugin_args) if from_args else FullyShardedDataParallelPlugin()
+    if plugin.fsdp_version != 2:
+        raise ValueError("FSDP on CPU needs FSDP2: pass --fsdp_config '{\"fsdp_version\": 2}' (or fsdp_version: 2 in "
+                         "the accelerate config)")
+    if state.mixed_precision != "no":
+        plugin.set_mixed_precision(state.mixed_precision)
+    state.fsdp_plugin = plugin
+    state.distributed_type = DistributedType.FSDP
+    PartialState._shared_state["distributed_type"] = DistributedType.FSDP
+    trainer.is_fsdp_enabled = True
+    logger.info("FSDP2 on CPU over %s: %d processes", state.backend, state.num_processes)
 
 
 class UnlearningTrainer(Trainer):
@@ -90,7 +105,8 @@ class UnlearningTrainer(Trainer):
         objective: an ``unlearning.objectives.Objective`` (callable with ``needs_reference``).
         ref_model: a reference model, or a name/path to load, or None (= frozen copy of
             ``model`` when the objective needs one). Ignored when it does not.
-        weight_mask: dict parameter name -> bool tensor (True = may change), or None.
+        weight_mask: dict parameter name -> bool tensor (True = may change), a mask file, or None;
+            applied by a :class:`WeightMaskCallback` after clipping (WAGLE's order).
         train_dataset / data_collator / processing_class / callbacks: as in ``Trainer``;
             the dataset yields ``{"forget", "retain", "idk"}`` items
             (``unlearning.data.ForgetRetainDataset`` + ``ForgetRetainCollator``).
@@ -103,7 +119,7 @@ class UnlearningTrainer(Trainer):
         *,
         objective,
         ref_model: nn.Module | str | None = None,
-        weight_mask: dict[str, torch.Tensor] | None = None,
+        weight_mask: dict[str, torch.Tensor] | str | None = None,
         **kwargs: Any,
     ):
         super().__init__(model=model, args=args, **kwargs)
@@ -114,22 +130,33 @@ class UnlearningTrainer(Trainer):
         if ref_model is not None and self.ref_model is None:
             logger.info("method %s needs no reference model; not loading %s", self._method, ref_model)
         self.weight_mask = weight_mask
-        if weight_mask is not None and self.args.weight_decay > 0:
-            logger.warning(
-                "weight_decay=%g with a weight mask: AdamW's decoupled decay still shrinks masked weights; "
-                "use --weight-decay 0 to keep them fixed",
-                self.args.weight_decay,
-            )
+        if weight_mask is not None:
+            self.add_callback(WeightMaskCallback(weight_mask))  # warns on weight decay at on_train_begin
         self.last_output = None  # the last ObjectiveOutput (training micro-batches only)
         self.last_inputs = None  # ... and the {"forget", "retain", "idk"} micro-batch it came from
         self.step_records: list[StepRecord] = []  # micro-batches of the current optimizer step
         self._metrics: dict[str, list[float]] = defaultdict(list)
         self._main_process_metrics: dict[str, float] = {}  # rank-0-only values (G-effects), not reduced
-        self._grads_ready_step = -1
         self._records_step = -1
-        self.add_callback(_GradientHookGuard(self))
+        for cb in list(self.callback_handler.callbacks):  # those passed as callbacks=[...]
+            self._bind(cb)
+
+    def _bind(self, callback) -> None:
+        bind = getattr(callback, "bind", None)
+        if callable(bind):
+            bind(self)
+
+    def add_callback(self, callback):
+        """``Trainer.add_callback``, then bind the callback to this trainer if it has ``bind``."""
+        super().add_callback(callback)
+        if hasattr(self, "step_records"):  # not during Trainer.__init__ (its own callbacks have no bind)
+            self._bind(self.callback_handler.callbacks[-1])
 
     # ------------------------------------------------------------------ setup
+    def create_accelerator_and_postprocess(self) -> None:
+        super().create_accelerator_and_postprocess()
+        _fsdp2_on_cpu(self)
+
     @property
     def _method(self) -> str:
         return getattr(self.objective, "name", type(self.objective).__name__)
@@ -204,32 +231,6 @@ class UnlearningTrainer(Trainer):
         iw = getattr(out, "instance_weights", None)
         if iw is not None and iw.numel():
             self._metrics["weights/instance_mean"].append(float(iw.detach().float().mean()))
-
-    # ------------------------------------------------------------------ gradient hook
-    def on_gradients_ready(self, model: nn.Module) -> None:
-        """Run once per optimizer step on the accumulated gradient, before clipping.
-
-        Applies the weight mask, then calls ``on_gradients_ready`` on the callbacks that have it.
-        """
-        if self._grads_ready_step == self.state.global_step:
-            return
-        self._grads_ready_step = self.state.global_step
-        unwrapped = self.accelerator.unwrap_model(model)
-        if self.weight_mask is not None:
-            apply_weight_mask(unwrapped, self.weight_mask)
-        for cb in self.callback_handler.callbacks:
-            hook = getattr(cb, "on_gradients_ready", None)
-            if hook is not None:
-                hook(self.args, self.state, self.control, model=unwrapped, trainer=self)
-
-    def _clip_grad_norm(self, model):
-        self.on_gradients_ready(model)
-        return super()._clip_grad_norm(model)
-
-    def _get_grad_norm(self, model, grad_norm=None):
-        if grad_norm is None:  # max_grad_norm <= 0: _clip_grad_norm was not called
-            self.on_gradients_ready(model)
-        return super()._get_grad_norm(model, grad_norm=grad_norm)
 
     def log_main_process_metrics(self, metrics: dict[str, float]) -> None:
         """Add values known on the main process only (e.g. G-effects) to the next log row."""
