@@ -60,12 +60,9 @@ from geffect.engine import model_logits
 from geffect.io import atomic_write, atomic_write_json
 from geffect.losses import answer_nll, compute_dtype
 from geffect.masking import mask_summary, save_mask, weight_mask
-from geffect.shards import all_reduce_sum, comm_device, common_group, is_dtensor, layout, local, rank_in, true_counts, wrap_like
+from geffect.shards import (all_reduce_sum, comm_device, common_group, is_dtensor, layout, local, rank_in, reshard,
+                            true_counts, wrap_like)
 
-try:
-    from torch.distributed.fsdp import FSDPModule
-except ImportError:  # pragma: no cover - builds without torch.distributed
-    FSDPModule = ()
 
 logger = logging.getLogger(__name__)
 
@@ -124,6 +121,7 @@ def attribute_weights(
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
     if method == "wagle" and not gamma > 0:
         raise ValueError(f"gamma must be > 0 (got {gamma}); use math.inf for the SNIP limit")
+    reshard(model)  # FSDP2: every managed parameter is its sharded DTensor (no-op otherwise)
     named = _select_params(model, params)
 
     if method == "magnitude":
@@ -302,7 +300,7 @@ def _accumulate_sharded(model, named, batches, *, progress, desc, out):
     collectives of the others with a zero-weighted one-token pass. Gradients arrive in FSDP2's
     reduce dtype: with a bf16 ``MixedPrecisionPolicy`` set ``reduce_dtype=torch.float32``.
     """
-    fsdp_modules = [m for m in model.modules() if isinstance(m, FSDPModule)]
+    fsdp_modules = reshard(model)
     if not fsdp_modules:
         raise ValueError("the parameters are DTensors but no module is wrapped by torch.distributed.fsdp.fully_shard; "
                          "only FSDP2 sharding is supported (tensor-parallel DTensor parameters are not)")
@@ -339,6 +337,7 @@ def _accumulate_sharded(model, named, batches, *, progress, desc, out):
                 p.grad = None
     finally:
         restore()
+        reshard(model)
         for p, g in saved_grads:
             p.grad = g
         model.train(was_training)
@@ -452,6 +451,8 @@ def _wanda_scores(model, named, batches, *, progress):
     finally:
         for h in handles:
             h.remove()
+        if sharded:
+            reshard(model)  # a forward without backward leaves FSDP2's root unsharded
         model.train(was_training)
 
     scores = {}

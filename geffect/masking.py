@@ -41,7 +41,7 @@ from geffect.groups import MODULE_SUBTYPES, module_subtype, module_type, paramet
 from geffect.io import atomic_path, dumps
 from geffect.losses import compute_dtype
 from geffect.shards import (all_gather_rows, all_reduce_sum, comm_device, common_group, is_dtensor, layout, local,
-                            rank_in, true_counts, wrap_like)
+                            rank_in, reshard, true_counts, wrap_like)
 
 logger = logging.getLogger(__name__)
 
@@ -326,10 +326,10 @@ def _nan_count(chunk: torch.Tensor) -> int:
 def _row_topk(name: str, s: torch.Tensor, density: float) -> torch.Tensor:
     """Every row keeps round(density·n_cols) (1-D tensors are one row), ties to the lower column."""
     if s.dim() <= 1 and is_dtensor(s):  # a sharded vector: one row spread over ranks
-        return _select_topk({name: s}, [name], kept_count(density, s.numel()))
+        return _select_topk({name: s}, [name], kept_count(density, s.numel()))[name]
     values = local(s).detach()
-    rows = values.reshape(1, -1) if s.dim() <= 1 else values.reshape(values.shape[0], -1)  # (R, C)
-    n_cols = s.numel() if s.dim() <= 1 else (s.numel() // s.shape[0] if s.shape[0] else 0)
+    n_cols = s.numel() if s.dim() <= 1 else math.prod(s.shape[1:])
+    rows = values.reshape(1 if s.dim() <= 1 else values.shape[0], n_cols)  # (R, C)
     k = kept_count(density, n_cols)
     m = torch.zeros(rows.shape, dtype=torch.bool, device=values.device)
     if k > 0 and rows.numel():
@@ -423,14 +423,16 @@ def load_mask(path: str | os.PathLike, *, device: str | torch.device = "cpu", mo
 
     With ``model`` given, the tensor of every parameter that is a DTensor (FSDP2) is returned
     sharded like that parameter, on its device, and only this rank's rows are read from the
-    file; the file may have been written at any world size. Other tensors are full, on
-    ``device``.
+    file; the file may have been written at any world size (the model's FSDP2 modules are
+    resharded first, :func:`geffect.shards.reshard`). Other tensors are full, on ``device``.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
             f"no mask file at {path}; create one with `python -m unlearning.attribute --output {path} ...`"
         )
+    if model is not None:
+        reshard(model)
     params = dict(model.named_parameters()) if model is not None else {}
     with safe_open(str(path), framework="pt", device="cpu") as f:
         meta = f.metadata() or {}

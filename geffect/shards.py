@@ -22,13 +22,15 @@ import torch
 
 try:
     import torch.distributed as dist
+    from torch.distributed.fsdp import FSDPModule
     from torch.distributed.tensor import DTensor, Replicate, Shard
 except ImportError:  # pragma: no cover - builds without torch.distributed
     dist = None
     DTensor = Replicate = Shard = None
+    FSDPModule = ()
 
-__all__ = ["ShardLayout", "all_gather_rows", "all_reduce_sum", "comm_device", "common_group", "is_dtensor", "layout",
-           "local", "rank_in", "true_counts", "world_size", "wrap_like"]
+__all__ = ["FSDPModule", "ShardLayout", "all_gather_rows", "all_reduce_sum", "comm_device", "common_group", "is_dtensor", "layout",
+           "local", "rank_in", "reshard", "true_counts", "world_size", "wrap_like"]
 
 
 def is_dtensor(t: Any) -> bool:
@@ -98,6 +100,19 @@ def layout(t: torch.Tensor, group: Any = None) -> ShardLayout:
             "(torch.chunk layout); uneven custom shardings are not supported"
         )
     return ShardLayout(True, start, stop, grp, coordinate, world)
+
+
+def reshard(model: torch.nn.Module) -> list:
+    """Reshard every FSDP2 module of ``model`` (``FSDPModule.reshard()``) and return them.
+
+    After a forward without backward FSDP2 leaves the root's parameters unsharded (plain
+    tensors registered on the modules); resharding makes every managed parameter its sharded
+    DTensor again, which the sharded code paths rely on. A no-op for other models.
+    """
+    modules = [m for m in model.modules() if isinstance(m, FSDPModule)] if FSDPModule else []
+    for m in modules:
+        m.reshard()
+    return modules
 
 
 def common_group(tensors: Iterable[torch.Tensor]) -> Any:
