@@ -211,6 +211,12 @@ def _check_values(values: torch.Tensor, n: int) -> torch.Tensor:
     return values
 
 
+def _no_autocast(device: torch.device):
+    """Autocast off: the backward pass runs the rule hooks with the caller's autocast state, under
+    which their float32 matmuls would be recomputed in bf16."""
+    return torch.autocast(device_type=device.type, enabled=False)
+
+
 class _GhostPass:
     """Hook state for one ghost pass (kept here, never on modules or parameters)."""
 
@@ -269,7 +275,8 @@ class _GhostPass:
                 if rule is not None and len(leaves) == 1 and isinstance(leaves[0], torch.Tensor):
 
                     def on_grad(g: torch.Tensor, module=module, args=args) -> None:
-                        contrib = rule(module, args, self._check(g, module), directions)
+                        with _no_autocast(g.device):  # float32 products also under torch.autocast
+                            contrib = rule(module, args, self._check(g, module), directions)
                         for local, value in contrib.items():
                             self.add(local_dirs[local][0], value)
 
@@ -286,9 +293,10 @@ class _GhostPass:
 
                         def on_grad_k(g: torch.Tensor, k=k, module=module) -> None:
                             delta = self._check(g, module)
-                            for local, tans in tangents.items():
-                                if tans[k] is not None:
-                                    self.add(local_dirs[local][0], batch_sum(delta * tans[k].to(self.cdtype)))
+                            with _no_autocast(g.device):
+                                for local, tans in tangents.items():
+                                    if tans[k] is not None:
+                                        self.add(local_dirs[local][0], batch_sum(delta * tans[k].to(self.cdtype)))
 
                         t.register_hook(on_grad_k)
                 return tree_unflatten(leaves, spec) if changed else None
