@@ -129,7 +129,7 @@ def _eval_and_frozen(model: nn.Module, trainable: set[int] | None = None) -> Ite
 def _canonical_directions(
     model: nn.Module, direction: Mapping[str, torch.Tensor], needed: set[str], cdtype: torch.dtype
 ) -> dict[str, torch.Tensor]:
-    """Canonical parameter name -> direction in the compute dtype, for the names in ``needed``."""
+    """Canonical parameter name -> direction (its own dtype, the parameter's device), for the names in ``needed``."""
     canonical = {id(p): n for n, p in model.named_parameters()}
     alias = {n: canonical[id(p)] for n, p in model.named_parameters(remove_duplicate=False)}
     params = dict(model.named_parameters())
@@ -147,7 +147,9 @@ def _canonical_directions(
         p = params[name]
         if tuple(value.shape) != tuple(p.shape):
             raise ValueError(f"direction[{key!r}] has shape {tuple(value.shape)}, parameter has {tuple(p.shape)}")
-        out[name] = value.detach().to(device=p.device, dtype=cdtype)
+        # kept in its own dtype: the rules cast one layer's direction at a time (a float32 copy of a
+        # whole bf16 direction would cost twice the model's size)
+        out[name] = value.detach().to(device=p.device)
     return out
 
 
@@ -276,7 +278,8 @@ class _GhostPass:
 
                     def on_grad(g: torch.Tensor, module=module, args=args) -> None:
                         with _no_autocast(g.device):  # float32 products also under torch.autocast
-                            contrib = rule(module, args, self._check(g, module), directions)
+                            cast = {k: v.to(self.cdtype) for k, v in directions.items()}  # this layer only
+                            contrib = rule(module, args, self._check(g, module), cast)
                         for local, value in contrib.items():
                             self.add(local_dirs[local][0], value)
 
