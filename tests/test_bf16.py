@@ -89,3 +89,16 @@ def test_autocast_ghost_matches_loop_and_rules_run_in_float32(family, monkeypatc
     assert ghost.dtype == torch.float32
     assert fro(ghost, loop) < 6e-3
     assert fro(ghost, per_instance_dots(m32, batch, d)) < 2e-2  # autocast vs plain float32
+
+
+@pytest.mark.parametrize("engine_name", ["ghost", "loop"])
+def test_bf16_direction_gives_the_float32_cast_result(engine_name):
+    """A bf16 direction (a bf16 model's gradient) is cast layer by layer inside the engine; the
+    result is the one of its exact float32 cast."""
+    m64, batch, d = setup("llama")
+    m16 = copy.deepcopy(m64).bfloat16()
+    d16 = {n: v.bfloat16() for n, v in d.items()}
+    a = per_instance_dots(m16, batch, d16, engine=engine_name)
+    b = per_instance_dots(m16, batch, {n: v.float() for n, v in d16.items()}, engine=engine_name)
+    assert a.dtype == torch.float32
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
