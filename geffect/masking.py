@@ -8,10 +8,16 @@ ranking is global over all parameters.
 Selection (:func:`weight_mask`) keeps exactly ``round(density × n)`` weights (Python's
 ``round``, half to even) with the highest scores. Ties are broken by position: tensors in the
 order of the ``scores`` dict (``model.named_parameters()`` order), row-major within a tensor;
-the lower position wins. The k-th largest score is found by a two-pass radix selection on the
-float32 bit patterns (a 65,536-bin histogram of the high 16 bits, then of the low 16 bits
-inside the chosen bin), streamed in chunks, so memory is O(number of tensors + one chunk)
+the lower position wins. The k-th largest score is found by a radix selection on the bit
+patterns (int32 keys for float32, int64 for float64 scores), 65,536-bin histograms of one
+16-bit digit at a time, streamed in chunks, so memory is O(number of tensors + one chunk)
 beyond the output masks; no concatenated copy and no global sort.
+
+Scores and masks may be FSDP2 DTensors (``Shard(0)`` on a 1-D mesh, see
+:mod:`geffect.shards`): then selection, :func:`save_mask`, :func:`mask_summary` and
+:func:`mask_overlap` are collective calls; the histograms and tie counts are summed over ranks,
+no rank holds more than its own rows of the scores, and the result is the single-process mask
+exactly (ties: tensor order, then rank order = row order, then index).
 
 Parameters absent from a mask are always trainable: :func:`apply_mask_to_gradients` and
 :func:`masked_direction` leave them alone (the Wanda baseline masks Linear weights only).
