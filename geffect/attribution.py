@@ -48,7 +48,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +60,9 @@ from geffect.engine import model_logits
 from geffect.io import atomic_write, atomic_write_json
 from geffect.losses import answer_nll, compute_dtype
 from geffect.masking import mask_summary, save_mask, weight_mask
+from geffect.shards import (all_reduce_sum, comm_device, common_group, is_dtensor, layout, local, rank_in, reshard,
+                            true_counts, wrap_like)
+
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +89,14 @@ def attribute_weights(
     params: Sequence[str] | None = None,
     progress: bool = False,
 ) -> dict[str, torch.Tensor]:
-    """Score every selected parameter tensor; returns ``{name: float32 tensor}`` (param shape).
+    """Score every selected parameter tensor; returns ``{name: tensor}`` (param shape).
+
+    Scores are float32, float64 for float64 parameters (``random``: float32 always). For a
+    model sharded with FSDP2 (``torch.distributed.fsdp.fully_shard``; parameters are DTensors)
+    this is a **collective call**: every rank passes its own share of the calibration batches
+    (any split; the sums run over all ranks' instances), gradients are reduce-scattered as
+    sums, and every score is a DTensor holding this rank's rows, so no rank holds the full
+    scores; :func:`geffect.masking.weight_mask` selects on them with collectives.
 
     Args:
         model: a causal LM, called through :func:`geffect.engine.model_logits`.
@@ -111,14 +121,17 @@ def attribute_weights(
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
     if method == "wagle" and not gamma > 0:
         raise ValueError(f"gamma must be > 0 (got {gamma}); use math.inf for the SNIP limit")
+    reshard(model)  # FSDP2: every managed parameter is its sharded DTensor (no-op otherwise)
     named = _select_params(model, params)
 
     if method == "magnitude":
-        return {n: p.detach().abs().to(torch.float32) for n, p in named.items()}
+        return {n: wrap_like(local(p).detach().abs().to(compute_dtype(p.dtype)), p) for n, p in named.items()}
     if method == "random":
         gen = torch.Generator().manual_seed(seed)
-        # drawn on CPU in named order so the scores do not depend on the device
-        return {n: torch.rand(p.shape, generator=gen).to(p.device) for n, p in named.items()}
+        # drawn on CPU in named order, full-shaped, so the scores do not depend on the device or
+        # on the sharding (a sharded parameter keeps its own rows of the full draw)
+        return {n: wrap_like(_local_rows(torch.rand(p.shape, generator=gen), p).to(local(p).device), p)
+                for n, p in named.items()}
 
     if forget_batches is None:
         raise ValueError(f"method={method!r} needs forget_batches (the calibration data)")
@@ -139,15 +152,17 @@ def attribute_weights(
         for g in g_f.values():
             g.div_(n_f)
 
+    # scores are computed in place in the accumulators (float32, float64 for float64 parameters);
+    # for a sharded parameter they are this rank's rows, returned as a DTensor laid out like it
     scores: dict[str, torch.Tensor] = {}
     if method == "gradient":
-        for n in named:
-            scores[n] = g_f.pop(n).abs_().to(torch.float32)
+        for n, p in named.items():
+            scores[n] = wrap_like(g_f.pop(n).abs_(), p)
         return scores
     if method == "snip" or math.isinf(gamma):
         for n, p in named.items():
             g = g_f.pop(n)
-            scores[n] = g.mul_(p.detach()).abs_().to(torch.float32)
+            scores[n] = wrap_like(g.mul_(local(p).detach()).abs_(), p)
         return scores
 
     # wagle: |(θ − g_r/γ) · g_f|, computed in place in the g_f accumulator
@@ -159,8 +174,8 @@ def attribute_weights(
             g.div_(n_r)
     for n, p in named.items():
         g, r = g_f.pop(n), g_r.pop(n)
-        r.div_(-gamma).add_(p.detach())  # θ − g_r/γ, in the accumulator dtype
-        scores[n] = g.mul_(r).abs_().to(torch.float32)
+        r.div_(-gamma).add_(local(p).detach())  # θ − g_r/γ, in the accumulator dtype
+        scores[n] = wrap_like(g.mul_(r).abs_(), p)
         del r
     return scores
 
@@ -201,20 +216,23 @@ def attribute_and_save(
     mask = weight_mask(scores, density, scope=scope, groups=model if scope == "layer" else None)
     del scores
     t2 = time.perf_counter()
-    kept = sum(int(m.sum()) for m in mask.values())
+    kept = sum(true_counts(list(mask.values())))  # collective for sharded masks
     total = sum(int(m.numel()) for m in mask.values())
     settings = {"method": method, "density": density, "gamma": gamma, "reduction": reduction,
                 "scope": scope, "seed": seed, **(info or {})}
     output = Path(output)
-    mask_path = save_mask(mask, output, metadata=settings)
-    summary = mask_summary(mask, model)
-    csv_path = atomic_write(output.with_suffix(".summary.csv"), lambda fh: summary.to_csv(fh, index=False))
+    mask_path = save_mask(mask, output, metadata=settings)  # collective for sharded masks
+    summary = mask_summary(mask, model)  # collective for sharded masks
+    csv_path, json_path = output.with_suffix(".summary.csv"), output.with_suffix(".json")
+    if rank_in(common_group(mask.values())) != 0:  # sharded: rank 0 writes the tables
+        return {"mask": mask_path, "summary": csv_path, "json": json_path}
+    atomic_write(csv_path, lambda fh: summary.to_csv(fh, index=False))
     record = {**settings, "kept": kept, "total": total, "kept_fraction": kept / total,
               "n_masked_tensors": len(mask), "seconds_attribution": round(t1 - t0, 3),
               "seconds_threshold": round(t2 - t1, 3),
               "groups": {r.name: r.fraction for r in summary.itertuples() if r.view == "group"},
               "module_types": {r.name: r.fraction for r in summary.itertuples() if r.view == "module_type"}}
-    json_path = atomic_write_json(output.with_suffix(".json"), record)
+    atomic_write_json(json_path, record)
     logger.info("kept %d of %d weights (%.4f) in %d tensors; wrote %s, %s, %s",
                 kept, total, kept / total, len(mask), mask_path, csv_path, json_path)
     return {"mask": mask_path, "summary": csv_path, "json": json_path}
@@ -234,7 +252,13 @@ def accumulate_gradients(
     The gradients are float32 (float64 for float64 parameters), added into ``out`` when given
     (to continue a sum) or into fresh zero tensors; ``.grad`` is untouched. One backward pass
     per batch, of Σ_i R(x_i).
+
+    FSDP2 models (DTensor parameters): a collective call; the sums and the count run over the
+    batches of all ranks and each returned gradient is this rank's rows (a plain local tensor
+    shaped like ``param.to_local()``); see :func:`_accumulate_sharded`.
     """
+    if any(is_dtensor(p) for p in named.values()):
+        return _accumulate_sharded(model, named, batches, progress=progress, desc=desc, out=out)
     if out is None:
         out = {n: torch.zeros(p.shape, dtype=compute_dtype(p.dtype), device=p.device)
                for n, p in named.items()}
@@ -249,7 +273,7 @@ def accumulate_gradients(
     model.eval()
     try:
         for batch in _progress(batches, progress, desc):
-            input_ids, attention_mask, labels = _unpack(batch, params[0].device)
+            input_ids, attention_mask, labels = _unpack(batch, local(params[0]).device)
             logits = model_logits(model, input_ids, attention_mask)  # (B, T, V)
             risk = answer_nll(logits, labels)  # (B,)
             torch.autograd.grad(risk.sum(), params, allow_unused=True)
@@ -260,6 +284,104 @@ def accumulate_gradients(
             h.remove()
         model.train(was_training)
     return acc, count
+
+
+def _accumulate_sharded(model, named, batches, *, progress, desc, out):
+    """:func:`accumulate_gradients` for FSDP2 (``fully_shard``) models.
+
+    Autograd runs on FSDP2's unsharded parameters, and FSDP2 reduce-scatters each gradient
+    into the sharded parameter's ``.grad`` (a DTensor) after the backward of its module; tensor
+    hooks on the sharded parameters would never fire. So each batch runs a plain
+    ``backward()`` of Σ_i R(x_i) with FSDP2 set to **sum** over ranks (gradient divide factor 1,
+    sum-only collectives), this rank's rows of every ``.grad`` are added into the local
+    accumulators (float32, float64 for float64 parameters), and ``.grad`` is cleared. The
+    model's own ``.grad`` values, FSDP2's reduction settings and the train/eval mode are restored
+    afterwards. Ranks may hold different numbers of batches: a rank that has run out joins the
+    collectives of the others with a zero-weighted one-token pass. Gradients arrive in FSDP2's
+    reduce dtype: with a bf16 ``MixedPrecisionPolicy`` set ``reduce_dtype=torch.float32``.
+    """
+    fsdp_modules = reshard(model)
+    if not fsdp_modules:
+        raise ValueError("the parameters are DTensors but no module is wrapped by torch.distributed.fsdp.fully_shard; "
+                         "only FSDP2 sharding is supported (tensor-parallel DTensor parameters are not)")
+    group = common_group(named.values())
+    for p in named.values():
+        layout(p, group)  # raises for unsupported placements
+    if out is None:
+        out = {n: torch.zeros(local(p).shape, dtype=compute_dtype(p.dtype), device=local(p).device)
+               for n, p in named.items()}
+    device = local(next(iter(named.values()))).device
+    all_params = list(model.parameters())
+    saved_grads = [(p, p.grad) for p in all_params]
+    restore = _fsdp_sum_reduction(fsdp_modules)
+    was_training = model.training
+    count = 0
+    model.eval()
+    try:
+        for p in all_params:
+            p.grad = None
+        for batch in _synced(_progress(batches, progress, desc), group):
+            if batch is None:  # this rank has no batch left, the others have
+                ids = torch.zeros((1, 1), dtype=torch.long, device=device)
+                (model_logits(model, ids, None).float().sum() * 0).backward()
+            else:
+                input_ids, attention_mask, labels = _unpack(batch, device)
+                risk = answer_nll(model_logits(model, input_ids, attention_mask), labels)  # (B,)
+                risk.sum().backward()
+                count += int(risk.shape[0])
+                del risk
+            for n, p in named.items():
+                if p.grad is not None:
+                    out[n].add_(local(p.grad))
+            for p in all_params:
+                p.grad = None
+    finally:
+        restore()
+        reshard(model)
+        for p, g in saved_grads:
+            p.grad = g
+        model.train(was_training)
+    total = torch.tensor([count], dtype=torch.int64, device=comm_device(group, next(iter(named.values()))))
+    return out, int(all_reduce_sum(total, group))
+
+
+def _fsdp_sum_reduction(modules) -> Callable[[], None]:
+    """Make FSDP2 reduce gradients as plain sums over ranks; returns a function restoring the
+    previous settings (read from FSDP2's parameter groups)."""
+    saved = []
+    for m in modules:
+        state = m._get_fsdp_state()
+        for group in getattr(state, "_fsdp_param_groups", None) or []:
+            saved.append((group, getattr(group, "gradient_divide_factor", None),
+                          getattr(group, "force_sum_reduction_for_comms", False)))
+        m.set_gradient_divide_factor(1.0)
+        m.set_force_sum_reduction_for_comms(True)  # no AVG / PREMUL_SUM op: an exact sum
+
+    def restore() -> None:
+        for group, factor, force in saved:
+            group.gradient_divide_factor = factor
+            group.force_sum_reduction_for_comms = force
+
+    return restore
+
+
+def _synced(batches: Iterable[Any], group) -> Iterator[Any]:
+    """Yield this rank's batches, then ``None`` while other ranks still have batches."""
+    it = iter(batches)
+    while True:
+        batch = next(it, None)
+        flag = torch.tensor([0 if batch is None else 1], dtype=torch.int64, device=comm_device(group, torch.empty(0)))
+        if int(all_reduce_sum(flag, group)) == 0:
+            return
+        yield batch
+
+
+def _local_rows(full: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """The rows of a full-shaped tensor that this rank holds of ``like`` (all of them if not sharded)."""
+    if not is_dtensor(like):
+        return full
+    lay = layout(like)
+    return full[lay.start:lay.stop] if lay.sharded else full
 
 
 def linear_weights(model: nn.Module, named: Mapping[str, nn.Parameter] | None = None) -> dict[str, nn.Module]:
@@ -281,48 +403,76 @@ def linear_weights(model: nn.Module, named: Mapping[str, nn.Parameter] | None = 
 
 
 def _wanda_scores(model, named, batches, *, progress):
-    """|W_ij| · ‖X_j‖₂ with ‖X_j‖ over every non-padding forget token (Sun et al. 2024)."""
+    """|W_ij| · ‖X_j‖₂ with ‖X_j‖ over every non-padding forget token (Sun et al. 2024).
+
+    FSDP2 models: the squared feature norms are summed over ranks (all-reduce) and each rank
+    scores its own rows of the weights.
+    """
     modules = linear_weights(model, named)
     if not modules:
         raise ValueError("wanda found no nn.Linear / Conv1D weight among the selected parameters")
+    group = common_group(named[n] for n in modules)
+    sharded = any(is_dtensor(named[n]) for n in modules)
     sq = {n: None for n in modules}  # Σ_tokens x_j², (in_features,)
     current_mask: list[torch.Tensor | None] = [None]
+    capturing = [True]
 
     def make_hook(name):
+        dtype = compute_dtype(named[name].dtype)
+
         def hook(module, inputs, output):
+            if not capturing[0]:
+                return
             x = inputs[0]  # (B, T, in)
             m = current_mask[0]
             if m is not None and x.dim() == 3 and m.shape == x.shape[:2]:
                 x = x[m]  # (n_tokens, in) non-padding tokens only
-            x = x.reshape(-1, x.shape[-1]).to(compute_dtype(x.dtype))  # (n_tokens, in)
+            x = x.reshape(-1, x.shape[-1]).to(dtype)  # (n_tokens, in)
             s = x.pow(2).sum(dim=0)  # (in,)
             sq[name] = s if sq[name] is None else sq[name].add_(s)
         return hook
 
     handles = [mod.register_forward_hook(make_hook(n)) for n, mod in modules.items()]
-    device = next(iter(named.values())).device
+    device = local(next(iter(named.values()))).device
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            for batch in _progress(batches, progress, "forget"):
+            stream = _progress(batches, progress, "forget")
+            for batch in (_synced(stream, group) if sharded else stream):
+                if batch is None:  # FSDP2: this rank has no batch left, the others have
+                    capturing[0] = False
+                    model_logits(model, torch.zeros((1, 1), dtype=torch.long, device=device), None)
+                    capturing[0] = True
+                    continue
                 input_ids, attention_mask, _ = _unpack(batch, device)
                 current_mask[0] = attention_mask.bool() if attention_mask is not None else None
                 model_logits(model, input_ids, attention_mask)  # the hooks record the inputs
     finally:
         for h in handles:
             h.remove()
+        if sharded:
+            reshard(model)  # a forward without backward leaves FSDP2's root unsharded
         model.train(was_training)
 
     scores = {}
     for n, mod in modules.items():
-        if sq[n] is None:
+        w = local(named[n]).detach()
+        if sharded:  # Σ over every rank's tokens; a rank without tokens contributes zeros
+            in_features = named[n].shape[0] if _is_conv1d(mod) else named[n].shape[1]
+            if sq[n] is None:
+                sq[n] = torch.zeros(in_features, dtype=compute_dtype(w.dtype), device=w.device)
+            all_reduce_sum(sq[n], group)
+        elif sq[n] is None:
             raise ValueError(f"wanda: module {n!r} was never called during the calibration pass")
         norm = sq[n].sqrt()  # (in,)
-        w = named[n].detach().abs().to(norm.dtype)
-        # nn.Linear weight is (out, in); Conv1D weight is (in, out)
-        s = w * norm.unsqueeze(1) if _is_conv1d(mod) else w * norm.unsqueeze(0)
-        scores[n] = s.to(torch.float32)
+        w = w.abs().to(norm.dtype)
+        # nn.Linear weight is (out, in); Conv1D weight is (in, out), sharded rows = input features
+        if _is_conv1d(mod):
+            s = w * _local_rows(norm, named[n]).unsqueeze(1)
+        else:
+            s = w * norm.unsqueeze(0)
+        scores[n] = wrap_like(s, named[n])
     return scores
 
 

@@ -138,7 +138,7 @@ def _eval_and_frozen(model: nn.Module, trainable: set[int] | None = None) -> Ite
 def _canonical_directions(
     model: nn.Module, direction: Mapping[str, torch.Tensor], needed: set[str], cdtype: torch.dtype
 ) -> dict[str, torch.Tensor]:
-    """Canonical parameter name -> direction in the compute dtype, for the names in ``needed``."""
+    """Canonical parameter name -> direction (its own dtype, the parameter's device), for the names in ``needed``."""
     canonical = {id(p): n for n, p in model.named_parameters()}
     alias = {n: canonical[id(p)] for n, p in model.named_parameters(remove_duplicate=False)}
     params = dict(model.named_parameters())
@@ -156,7 +156,9 @@ def _canonical_directions(
         p = params[name]
         if tuple(value.shape) != tuple(p.shape):
             raise ValueError(f"direction[{key!r}] has shape {tuple(value.shape)}, parameter has {tuple(p.shape)}")
-        out[name] = value.detach().to(device=p.device, dtype=cdtype)
+        # kept in its own dtype: the rules cast one layer's direction at a time (a float32 copy of a
+        # whole bf16 direction would cost twice the model's size)
+        out[name] = value.detach().to(device=p.device)
     return out
 
 
@@ -222,6 +224,12 @@ def _check_values(values: torch.Tensor, n: int) -> torch.Tensor:
     return values
 
 
+def _no_autocast(device: torch.device):
+    """Autocast off: the backward pass runs the rule hooks with the caller's autocast state, under
+    which their float32 matmuls would be recomputed in bf16."""
+    return torch.autocast(device_type=device.type, enabled=False)
+
+
 class _GhostPass:
     """Hook state for one ghost pass (kept here, never on modules or parameters)."""
 
@@ -280,10 +288,12 @@ class _GhostPass:
                 if rule is not None and len(leaves) == 1 and isinstance(leaves[0], torch.Tensor):
 
                     def on_grad(g: torch.Tensor, module=module, args=args) -> None:
-                        # FSDP2: this module's direction, gathered only while its contribution is computed
-                        full = {local: full_tensor(d) for local, d in directions.items()}
-                        contrib = rule(module, args, self._check(g, module), full)
-                        del full
+                        # FSDP2: this module's direction, gathered only while its contribution is computed;
+                        # float32 products also under torch.autocast
+                        with _no_autocast(g.device):
+                            cast = {local: full_tensor(d).to(self.cdtype) for local, d in directions.items()}
+                            contrib = rule(module, args, self._check(g, module), cast)
+                        del cast
                         for local, value in contrib.items():
                             self.add(local_dirs[local][0], value)
 
@@ -302,9 +312,10 @@ class _GhostPass:
 
                         def on_grad_k(g: torch.Tensor, k=k, module=module) -> None:
                             delta = self._check(g, module)
-                            for local, tans in tangents.items():
-                                if tans[k] is not None:
-                                    self.add(local_dirs[local][0], batch_sum(delta * tans[k].to(self.cdtype)))
+                            with _no_autocast(g.device):
+                                for local, tans in tangents.items():
+                                    if tans[k] is not None:
+                                        self.add(local_dirs[local][0], batch_sum(delta * tans[k].to(self.cdtype)))
 
                         t.register_hook(on_grad_k)
                 return tree_unflatten(leaves, spec) if changed else None

@@ -8,10 +8,16 @@ ranking is global over all parameters.
 Selection (:func:`weight_mask`) keeps exactly ``round(density × n)`` weights (Python's
 ``round``, half to even) with the highest scores. Ties are broken by position: tensors in the
 order of the ``scores`` dict (``model.named_parameters()`` order), row-major within a tensor;
-the lower position wins. The k-th largest score is found by a two-pass radix selection on the
-float32 bit patterns (a 65,536-bin histogram of the high 16 bits, then of the low 16 bits
-inside the chosen bin), streamed in chunks, so memory is O(number of tensors + one chunk)
+the lower position wins. The k-th largest score is found by a radix selection on the bit
+patterns (int32 keys for float32, int64 for float64 scores), 65,536-bin histograms of one
+16-bit digit at a time, streamed in chunks, so memory is O(number of tensors + one chunk)
 beyond the output masks; no concatenated copy and no global sort.
+
+Scores and masks may be FSDP2 DTensors (``Shard(0)`` on a 1-D mesh, see
+:mod:`geffect.shards`): then selection, :func:`save_mask`, :func:`mask_summary` and
+:func:`mask_overlap` are collective calls; the histograms and tie counts are summed over ranks,
+no rank holds more than its own rows of the scores, and the result is the single-process mask
+exactly (ties: tensor order, then rank order = row order, then index).
 
 Parameters absent from a mask are always trainable: :func:`apply_mask_to_gradients` and
 :func:`masked_direction` leave them alone (the Wanda baseline masks Linear weights only).
@@ -21,9 +27,11 @@ re-exported here for mask summaries.
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
+import struct
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -31,13 +39,15 @@ from typing import Any
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import nn
 
 from geffect.effect import flat_gradient
 from geffect.engine import per_instance_dots
 from geffect.groups import MODULE_SUBTYPES, module_subtype, module_type, parameter_groups
 from geffect.io import atomic_path, dumps
+from geffect.losses import compute_dtype
+from geffect.shards import (all_gather_rows, all_reduce_sum, comm_device, common_group, is_dtensor, layout, local,
+                            rank_in, reshard, true_counts, wrap_like)
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +59,9 @@ SCOPES = ("global", "layer", "tensor", "row")
 MASK_FORMAT = "geffect-weight-mask"
 _CHUNK = 1 << 22  # elements per streamed chunk (16 MiB of float32)
 _FLIP = 0x7FFFFFFF
+_FLIP64 = 0x7FFFFFFFFFFFFFFF
+_DIGIT = 16  # bits per radix digit
+_BINS = 1 << _DIGIT
 _MAX_CANDIDATES = 1 << 24  # bin members collected in memory (~200 MB) before a third pass
 
 Mask = dict[str, torch.Tensor]
@@ -91,7 +104,7 @@ def weight_mask(
     if scope == "global":
         return _select_topk(scores, names, kept_count(density, _numel(scores, names)))
     if scope == "row":
-        return {n: _row_topk(scores[n], density) for n in names}
+        return {n: _row_topk(n, scores[n], density) for n in names}
 
     if scope == "tensor":
         parts = OrderedDict((n, [n]) for n in names)
@@ -158,16 +171,28 @@ def _resolve_groups(groups, names: list[str]) -> OrderedDict[str, list[str]]:
     return parts
 
 
-def _float_keys(flat: torch.Tensor) -> torch.Tensor:
-    """int32 keys whose signed order equals the float32 order of ``flat`` (a 1-D chunk).
+def _float_keys(flat: torch.Tensor, wide: bool = False) -> torch.Tensor:
+    """Integer keys whose signed order equals the float order of ``flat`` (a 1-D chunk).
 
+    int32 keys from the float32 bit patterns, or (``wide``) int64 keys from the float64 ones.
     Non-negative floats keep their bit pattern (already ordered); a negative float becomes
     minus its magnitude bits, so -0.0 and +0.0 share the key 0 and tie as they should.
     """
-    bits = flat.to(torch.float32).view(torch.int32)
+    if wide:
+        bits, flip = flat.to(torch.float64).view(torch.int64), _FLIP64
+    else:
+        bits, flip = flat.to(torch.float32).view(torch.int32), _FLIP
     if bits.numel() == 0 or int(bits.min()) >= 0:  # the usual case: |scores| >= +0.0
         return bits
-    return torch.where(bits < 0, -(bits & _FLIP), bits)
+    return torch.where(bits < 0, -(bits & flip), bits)
+
+
+def _digit(key: torch.Tensor, shift: int, top: bool) -> torch.Tensor:
+    """The 16-bit digit of ``key`` at ``shift`` as a bin index in [0, 65536); the top digit is
+    signed, so it is offset by 2^15 to keep the order."""
+    if top:
+        return (key >> shift) + (1 << 15)
+    return (key >> shift) & 0xFFFF
 
 
 def _chunks(t: torch.Tensor) -> Iterable[tuple[int, torch.Tensor]]:
@@ -176,101 +201,148 @@ def _chunks(t: torch.Tensor) -> Iterable[tuple[int, torch.Tensor]]:
         yield start, flat[start:start + _CHUNK]
 
 
-def _check_nan(name: str, chunk: torch.Tensor) -> None:
-    # one reduction; the exact test only runs when the sum is NaN (NaN or inf - inf)
-    if torch.isnan(chunk.sum()) and bool(torch.isnan(chunk).any()):
-        raise ValueError(f"scores[{name!r}] contains NaN; scores must be comparable")
-
-
 def _find_bin(hist: torch.Tensor, k: int) -> tuple[int, int]:
     """Bin holding the k-th largest element (1-based), and the number of elements in higher bins."""
     above = torch.flip(hist, [0]).cumsum(0)  # above[i]: count in bins >= 65535 - i
     i = int(torch.searchsorted(above, torch.tensor(k, dtype=above.dtype)))  # first i with above[i] >= k
-    b = (1 << 16) - 1 - i
+    b = _BINS - 1 - i
     return b, int(above[i] - hist[b])
 
 
 def _select_topk(scores, names: list[str], k: int) -> Mask:
     """Top-k over the tensors ``names`` jointly, ties to the lower position.
 
-    Radix selection on int32 keys split as (high 16 bits, low 16 bits):
-    pass 1 histograms the high halves and finds the bin b holding the k-th largest key;
-    pass 2 writes ``high > b`` into the masks and collects the elements of bin b (position and
-    low half) -- at most :data:`_MAX_CANDIDATES` of them, else it histograms their low halves
-    and a third pass resolves the bin. Candidates are kept in position order, so a stable
-    sort on the low half breaks ties by position.
-    """
-    if k <= 0:
-        return {n: torch.zeros(scores[n].shape, dtype=torch.bool, device=scores[n].device) for n in names}
-    if k >= _numel(scores, names):
-        return {n: torch.ones(scores[n].shape, dtype=torch.bool, device=scores[n].device) for n in names}
-    # pass 1: histogram of the high halves, shifted to [0, 65536) (order preserving)
-    hist = torch.zeros(1 << 16, dtype=torch.int64)
-    for n in names:
-        for _, chunk in _chunks(scores[n]):
-            _check_nan(n, chunk)
-            hist += torch.bincount((_float_keys(chunk) >> 16) + (1 << 15), minlength=1 << 16).cpu()
-    hi_bin, above = _find_bin(hist, k)
-    need = k - above  # elements of bin hi_bin still to keep, >= 1
-    collect = int(hist[hi_bin]) <= _MAX_CANDIDATES
+    Radix selection on integer keys (:func:`_float_keys`: int32 for float32 scores, int64 when
+    any score tensor is float64) read as 16-bit digits, most significant first. Each digit
+    pass histograms the digit of the elements whose higher digits equal the prefix chosen so
+    far (65,536 bins, summed over ranks with one all-reduce when the scores are sharded
+    DTensors) and extends the prefix with the bin holding the k-th largest key. Then:
 
-    # pass 2: sure winners; bin members collected (or their low halves histogrammed)
-    # output masks allocated up front, before any chunk temporaries (less heap fragmentation)
-    out: Mask = {n: torch.empty(scores[n].shape, dtype=torch.bool, device=scores[n].device) for n in names}
-    cand_tensor, cand_pos, cand_low = [], [], []
-    hist.zero_()
-    for t_id, n in enumerate(names):
-        s, m = scores[n], out[n].view(-1)
-        for start, chunk in _chunks(s):
-            key = _float_keys(chunk)
-            hi = (key >> 16) + (1 << 15)  # (chunk,)
-            m[start:start + chunk.numel()] = hi > hi_bin
-            in_bin = (hi == hi_bin).nonzero().flatten()  # (c,) increasing positions
-            if in_bin.numel() == 0:
+    - single process, once the chosen bin holds at most :data:`_MAX_CANDIDATES` elements:
+      the final pass writes ``prefix > chosen`` into the masks and collects the bin's members
+      (position and remaining low bits) in position order; a stable descending sort of their
+      low bits picks the rest, ties to the lower position;
+    - otherwise, after the last digit the k-th largest key K is known exactly: the final pass
+      writes ``key > K`` and counts the ties ``key == K`` per tensor and rank; the counts are
+      gathered and the ties are granted in global position order (tensor, then rank -- the
+      rank order is the row order of a ``Shard(0)`` tensor --, then flat index), and a last
+      pass over the tensors that were granted ties marks them.
+
+    Memory beyond the output masks: O(number of tensors + one chunk + one bin).
+    """
+    group = common_group(scores[n] for n in names)
+    parts = [(n, local(scores[n]).detach(), layout(scores[n], group)) for n in names]
+
+    def fill(value: bool) -> Mask:
+        return {n: wrap_like(torch.full(v.shape, value, dtype=torch.bool, device=v.device), scores[n])
+                for n, v, _ in parts}
+
+    if k <= 0:
+        return fill(False)
+    if k >= _numel(scores, names):
+        return fill(True)
+    wide = any(v.dtype == torch.float64 for _, v, _ in parts)
+    bits = 64 if wide else 32
+    device = comm_device(group, parts[0][1]) if group is not None else torch.device("cpu")
+
+    # digit passes
+    need, prefix, shift = k, 0, bits
+    while True:
+        top = shift == bits
+        shift -= _DIGIT
+        hist = torch.zeros(_BINS + 1, dtype=torch.int64, device=device)  # last entry: NaN count
+        bad = None
+        for n, values, lay in parts:
+            if not lay.counts_here:
                 continue
-            low = key[in_bin] & 0xFFFF
+            for _, chunk in _chunks(values):
+                if top:
+                    nan = _nan_count(chunk)
+                    if nan:
+                        hist[_BINS] += nan
+                        bad = bad or n
+                key = _float_keys(chunk, wide)
+                if not top:
+                    key = key[(key >> (shift + _DIGIT)) == prefix]
+                hist[:_BINS] += torch.bincount(_digit(key, shift, top), minlength=_BINS).to(device)
+        hist = all_reduce_sum(hist, group).cpu()
+        if int(hist[_BINS]):
+            where = f"scores[{bad!r}]" if bad else "a score tensor on another rank"
+            raise ValueError(f"{where} contains NaN; scores must be comparable")
+        hist = hist[:_BINS]
+        b, above = _find_bin(hist, need)
+        need -= above  # members of bin b still to keep, >= 1
+        prefix = (b - (1 << 15)) if top else (prefix << _DIGIT) | b
+        if shift == 0 or (group is None and int(hist[b]) <= _MAX_CANDIDATES):
+            break
+
+    # final pass: sure winners; members of the last bin collected (or their ties counted)
+    collect = shift > 0
+    low_bits = (1 << shift) - 1
+    out: dict[str, torch.Tensor] = {}
+    cand_tensor, cand_pos, cand_low, ties = [], [], [], []
+    for t_id, (n, values, lay) in enumerate(parts):
+        m = torch.empty(values.shape, dtype=torch.bool, device=values.device)  # allocated before temporaries
+        flat_mask, count = m.view(-1), 0
+        for start, chunk in _chunks(values):
+            key = _float_keys(chunk, wide)
+            head = key >> shift
+            flat_mask[start:start + chunk.numel()] = head > prefix
             if collect:
-                cand_tensor.append(torch.full_like(in_bin, t_id))
-                cand_pos.append(in_bin + start)
-                cand_low.append(low)
+                pos = (head == prefix).nonzero().flatten()  # (c,) increasing positions
+                if pos.numel():
+                    cand_tensor.append(torch.full_like(pos, t_id))
+                    cand_pos.append(pos + start)
+                    cand_low.append(key[pos] & low_bits)
             else:
-                hist += torch.bincount(low, minlength=1 << 16).cpu()
+                count += int((head == prefix).sum())
+        out[n] = m
+        ties.append(count if lay.counts_here else 0)
 
     if collect:
-        low = torch.cat(cand_low)  # (c,) in position order
-        order = torch.sort(low, descending=True, stable=True).indices[:need]  # ties: lower position first
+        order = torch.sort(torch.cat(cand_low), descending=True, stable=True).indices[:need]  # ties: lower position
         t_ids, pos = torch.cat(cand_tensor)[order], torch.cat(cand_pos)[order]
-        for t_id, n in enumerate(names):
+        for t_id, (n, _, _) in enumerate(parts):
             out[n].view(-1)[pos[t_ids == t_id]] = True
-        return out
+        return {n: wrap_like(out[n], scores[n]) for n, _, _ in parts}
 
-    # pass 3 (large bin only): low threshold, then ties by position
-    lo_bin, above2 = _find_bin(hist, need)
-    thresh = ((hi_bin - (1 << 15)) << 16) | lo_bin  # the k-th largest key, as signed int32
-    ties_left = need - above2
-    for n in names:
+    # ties of the exact k-th key, granted in (tensor, rank, index) order
+    counts = all_gather_rows(torch.tensor(ties, dtype=torch.int64, device=device), group).cpu().T  # (P, W)
+    before = counts.reshape(-1).cumsum(0).reshape(counts.shape) - counts  # ties ahead in global order
+    granted = (need - before).clamp(min=0).minimum(counts)  # (P, W)
+    for t_id, (n, values, lay) in enumerate(parts):
+        left = int(granted[t_id, lay.coordinate if lay.counts_here else lay.owner])
         flat_mask = out[n].view(-1)
-        for start, chunk in _chunks(scores[n]):
-            key = _float_keys(chunk)
-            sure = ((key >> 16) + (1 << 15) == hi_bin) & (key > thresh)
-            if bool(sure.any()):
-                flat_mask[start:start + chunk.numel()] |= sure
-            if ties_left > 0:
-                eq = (key == thresh).nonzero().flatten()[:ties_left]  # lowest positions first
-                flat_mask[eq + start] = True
-                ties_left -= int(eq.numel())
-    return out
+        for start, chunk in _chunks(values):
+            if left <= 0:
+                break
+            eq = (_float_keys(chunk, wide) == prefix).nonzero().flatten()[:left]  # lowest positions first
+            flat_mask[eq + start] = True
+            left -= int(eq.numel())
+    return {n: wrap_like(out[n], scores[n]) for n, _, _ in parts}
 
 
-def _row_topk(s: torch.Tensor, density: float) -> torch.Tensor:
-    rows = s.detach().reshape(1, -1) if s.dim() <= 1 else s.detach().reshape(s.shape[0], -1)  # (R, C)
-    k = kept_count(density, rows.shape[1])
-    m = torch.zeros(rows.shape, dtype=torch.bool, device=s.device)
-    if k > 0:
+def _nan_count(chunk: torch.Tensor) -> int:
+    # one reduction; the exact count only runs when the sum is NaN (NaN or inf - inf)
+    if not torch.isnan(chunk.sum()):
+        return 0
+    return int(torch.isnan(chunk).sum())
+
+
+def _row_topk(name: str, s: torch.Tensor, density: float) -> torch.Tensor:
+    """Every row keeps round(density·n_cols) (1-D tensors are one row), ties to the lower column."""
+    if s.dim() <= 1 and is_dtensor(s):  # a sharded vector: one row spread over ranks
+        return _select_topk({name: s}, [name], kept_count(density, s.numel()))[name]
+    values = local(s).detach()
+    n_cols = s.numel() if s.dim() <= 1 else math.prod(s.shape[1:])
+    rows = values.reshape(1 if s.dim() <= 1 else values.shape[0], n_cols)  # (R, C)
+    k = kept_count(density, n_cols)
+    m = torch.zeros(rows.shape, dtype=torch.bool, device=values.device)
+    if k > 0 and rows.numel():
         # stable descending sort: equal scores keep index order, so lower columns win ties
-        order = torch.sort(rows.to(torch.float32), dim=1, descending=True, stable=True).indices  # (R, C)
+        order = torch.sort(rows.to(compute_dtype(rows.dtype)), dim=1, descending=True, stable=True).indices  # (R, C)
         m.scatter_(1, order[:, :k], True)
-    return m.view(s.shape)
+    return wrap_like(m.view(values.shape), s)
 
 
 # --------------------------------------------------------------------------- storage
@@ -279,43 +351,120 @@ def save_mask(mask: Mapping[str, torch.Tensor], path: str | os.PathLike, *,
     """Write a mask to safetensors atomically (bool stored as uint8; metadata records the format).
 
     ``metadata`` values that are not strings are stored as JSON (:func:`geffect.io.dumps`).
+
+    Sharded masks (DTensors, from scores of an FSDP2 model) are written full-shaped: a
+    **collective call** (every rank calls it with its shards); each tensor is gathered in turn
+    and rank 0 streams it to the file, so no rank holds more than one full tensor at a time.
+    The file is the same as a single-process one and loads at any world size
+    (:func:`load_mask` with ``model=``). Every rank returns once the file is in place.
     """
     path = Path(path)
     if not mask:
         raise ValueError("refusing to save an empty mask")
-    tensors = {}
-    for n, m in mask.items():
-        if m.dtype != torch.bool:
-            raise ValueError(f"mask[{n!r}] has dtype {m.dtype}; masks are bool tensors")
-        tensors[n] = m.detach().to("cpu", torch.uint8).contiguous()
-    kept = sum(int(t.sum()) for t in tensors.values())
-    total = sum(t.numel() for t in tensors.values())
+    names = list(mask)
+    for n in names:
+        if mask[n].dtype != torch.bool:
+            raise ValueError(f"mask[{n!r}] has dtype {mask[n].dtype}; masks are bool tensors")
+    group = common_group(mask.values())
+    kept = sum(true_counts([mask[n] for n in names]))
+    total = sum(int(mask[n].numel()) for n in names)
     meta = {"format": MASK_FORMAT, "version": "1", "dtype": "bool",
             "kept": str(kept), "total": str(total)}
     for key, value in (metadata or {}).items():
         meta[str(key)] = value if isinstance(value, str) else dumps(value)
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=meta)
+    shapes = [tuple(int(d) for d in mask[n].shape) for n in names]
+    gathered = (_full_uint8(mask[n]) for n in names)  # collective per sharded tensor
+    if group is None:
+        with atomic_path(path) as tmp:
+            _write_safetensors(tmp, names, shapes, meta, gathered)
+        return path
+    failed: BaseException | None = None
+    if rank_in(group) == 0:
+        try:
+            with atomic_path(path) as tmp:
+                _write_safetensors(tmp, names, shapes, meta, gathered)
+        except Exception as err:  # noqa: BLE001 - re-raised below, after the other ranks are released
+            failed = err
+    for _ in gathered:  # other ranks (and rank 0 after a failed write) still take part in every gather
+        pass
+    status = torch.tensor([0 if failed is None else 1], dtype=torch.int64,
+                          device=comm_device(group, mask[names[0]]))
+    if int(all_reduce_sum(status, group)):
+        if failed is not None:
+            raise failed
+        raise RuntimeError(f"rank 0 failed to write the mask file {path}; see its error")
     return path
 
 
-def load_mask(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> Mask:
-    """Read a mask written by :func:`save_mask`; returns ``{name: bool tensor}``."""
+def _full_uint8(m: torch.Tensor) -> torch.Tensor:
+    """The full mask as a contiguous CPU uint8 tensor (all-gathered when sharded)."""
+    if is_dtensor(m):
+        m = m.to(torch.uint8).full_tensor()
+    return m.detach().to("cpu", torch.uint8).contiguous()
+
+
+def _write_safetensors(path: Path, names: list[str], shapes: list[tuple[int, ...]], metadata: Mapping[str, str],
+                       tensors: Iterable[torch.Tensor]) -> None:
+    """Stream uint8 tensors into a safetensors file (8-byte little-endian header length, JSON
+    header with dtype/shape/byte offsets, then the raw bytes in header order), one at a time."""
+    header: dict[str, Any] = {"__metadata__": dict(metadata)}
+    offset = 0
+    for n, shape in zip(names, shapes):
+        size = math.prod(shape)
+        header[n] = {"dtype": "U8", "shape": list(shape), "data_offsets": [offset, offset + size]}
+        offset += size
+    raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    raw += b" " * (-len(raw) % 8)  # the data starts 8-byte aligned, as safetensors writes it
+    with open(path, "wb") as fh:
+        fh.write(struct.pack("<Q", len(raw)))
+        fh.write(raw)
+        for n, shape, t in zip(names, shapes, tensors):
+            if tuple(t.shape) != shape:
+                raise ValueError(f"mask[{n!r}] gathered with shape {tuple(t.shape)}, expected {shape}")
+            fh.write(t.numpy().tobytes())
+
+
+def load_mask(path: str | os.PathLike, *, device: str | torch.device = "cpu", model: nn.Module | None = None) -> Mask:
+    """Read a mask written by :func:`save_mask`; returns ``{name: bool tensor}``.
+
+    With ``model`` given, the tensor of every parameter that is a DTensor (FSDP2) is returned
+    sharded like that parameter, on its device, and only this rank's rows are read from the
+    file; the file may have been written at any world size (the model's FSDP2 modules are
+    resharded first, :func:`geffect.shards.reshard`). Other tensors are full, on ``device``.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
             f"no mask file at {path}; create one with `python -m unlearning.attribute --output {path} ...`"
         )
+    if model is not None:
+        reshard(model)
+    params = dict(model.named_parameters()) if model is not None else {}
     with safe_open(str(path), framework="pt", device="cpu") as f:
         meta = f.metadata() or {}
         if meta.get("format") != MASK_FORMAT:
             raise ValueError(f"{path} is not a geffect weight mask (metadata format={meta.get('format')!r})")
         out = {}
         for n in f.keys():
-            t = f.get_tensor(n)
-            if t.dtype not in (torch.uint8, torch.bool):
-                raise ValueError(f"{path}: tensor {n!r} has dtype {t.dtype}, expected uint8")
-            out[n] = t.to(device=device, dtype=torch.bool)
+            view = f.get_slice(n)
+            if view.get_dtype() not in ("U8", "BOOL"):
+                raise ValueError(f"{path}: tensor {n!r} has dtype {view.get_dtype()}, expected uint8")
+            p = params.get(n)
+            if p is not None and is_dtensor(p):
+                shape = tuple(view.get_shape())
+                if shape != tuple(p.shape):
+                    raise ValueError(f"{path}: mask[{n!r}] has shape {shape}, parameter has {tuple(p.shape)}; "
+                                     "was the mask computed for a different model?")
+                lay = layout(p)
+                if not lay.sharded:
+                    t = view[:]
+                elif lay.stop > lay.start:
+                    t = view[lay.start:lay.stop]
+                else:  # a trailing rank without rows
+                    t = torch.empty((0, *shape[1:]), dtype=torch.uint8)
+                out[n] = wrap_like(t.to(device=local(p).device, dtype=torch.bool), p)
+            else:
+                out[n] = f.get_tensor(n).to(device=device, dtype=torch.bool)
     return out
 
 
@@ -361,14 +510,30 @@ def apply_mask_to_gradients(model: nn.Module, mask: Mapping[str, torch.Tensor]) 
     Parameters not in the mask are left alone. With decoupled weight decay (AdamW,
     weight_decay > 0) masked weights still shrink by lr·wd·θ per step: put them in a
     parameter group with weight_decay=0 if they must stay exactly fixed (docs/attribution.md).
+    FSDP2 (DTensor) gradients take a mask sharded like the parameter (``load_mask(path,
+    model=model)``); a full mask is sliced to this rank's rows at every call.
     """
     for name, p in model.named_parameters():
         m = mask.get(name)
         if m is None or p.grad is None:
             continue
-        if m.device != p.grad.device:
-            m = m.to(p.grad.device)  # move the mask once beforehand to avoid this copy per step
-        p.grad.masked_fill_(m.logical_not(), 0)
+        p.grad.masked_fill_(_mask_like(m, p.grad, name).logical_not(), 0)
+
+
+def _mask_like(m: torch.Tensor, t: torch.Tensor, name: str) -> torch.Tensor:
+    """``m`` laid out like ``t`` (sharded like a DTensor ``t``) on ``t``'s device."""
+    if tuple(m.shape) != tuple(t.shape):
+        raise ValueError(f"mask[{name!r}] shape {tuple(m.shape)} != tensor shape {tuple(t.shape)}")
+    if is_dtensor(t) and not is_dtensor(m):
+        lay = layout(t)
+        part = m[lay.start:lay.stop] if lay.sharded else m
+        return wrap_like(part.to(local(t).device), t)
+    if is_dtensor(m) and not is_dtensor(t):
+        raise ValueError(f"mask[{name!r}] is sharded (DTensor) but the tensor it masks is not; "
+                         "load the mask without model= for an unsharded model")
+    if is_dtensor(m):
+        return m
+    return m if m.device == t.device else m.to(t.device)  # move the mask once beforehand to avoid this copy
 
 
 def masked_direction(direction: Mapping[str, torch.Tensor], mask: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -376,12 +541,7 @@ def masked_direction(direction: Mapping[str, torch.Tensor], mask: Mapping[str, t
     out = {}
     for n, d in direction.items():
         m = mask.get(n)
-        if m is None:
-            out[n] = d
-            continue
-        if m.shape != d.shape:
-            raise ValueError(f"mask[{n!r}] shape {tuple(m.shape)} != direction shape {tuple(d.shape)}")
-        out[n] = d * m.to(d.device)
+        out[n] = d if m is None else d * _mask_like(m, d, n)
     return out
 
 
@@ -399,7 +559,8 @@ def mask_summary(mask: Mapping[str, torch.Tensor],
     import pandas as pd  # heavy; only the table-returning functions need it
 
     model = model_or_groups if isinstance(model_or_groups, nn.Module) else None
-    counts = {n: (int(m.sum()), int(m.numel())) for n, m in mask.items()}
+    kept_per = true_counts(list(mask.values()))  # collective for sharded masks
+    counts = {n: (k, int(m.numel())) for (n, m), k in zip(mask.items(), kept_per)}
     rows = []
 
     def add(view, label, names):
@@ -437,13 +598,15 @@ def mask_overlap(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -
     if set(a) != set(b):
         diff = sorted(set(a) ^ set(b))
         raise ValueError(f"masks cover different tensors (e.g. {diff[:3]}); compare masks of one model")
-    inter = union = 0
+    both, either = [], []
     for n in a:
         if a[n].shape != b[n].shape:
             raise ValueError(f"mask shapes differ for {n!r}: {tuple(a[n].shape)} vs {tuple(b[n].shape)}")
-        x, y = a[n].bool(), b[n].to(a[n].device).bool()
-        inter += int((x & y).sum())
-        union += int((x | y).sum())
+        x, y = a[n].bool(), _mask_like(b[n], a[n], n).bool()
+        both.append(x & y)
+        either.append(x | y)
+    counts = true_counts(both + either)  # collective for sharded masks
+    inter, union = sum(counts[:len(both)]), sum(counts[len(both):])
     return inter / union if union else 1.0
 
 

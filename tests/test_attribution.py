@@ -1,6 +1,7 @@
 """Attribution scores against direct per-parameter formulas on a tiny random Llama (float64)."""
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -62,11 +63,20 @@ def setup():
     return model, forget, retain, g_f, n_f, g_r, n_r
 
 
+def rel_err(scores, ref):
+    """Normwise relative error over all tensors: ||s - ref|| / ||ref|| (Frobenius, float64)."""
+    num = sum(float((scores[n].double() - ref[n]).pow(2).sum()) for n in ref)
+    den = sum(float(ref[n].pow(2).sum()) for n in ref)
+    return (num / den) ** 0.5
+
+
 def assert_close(scores, ref):
+    """float64 model: float64 scores, equal to the float64 reference up to rounding."""
     assert set(scores) == set(ref)
     for n in ref:
-        assert scores[n].dtype == torch.float32 and scores[n].shape == ref[n].shape
-        torch.testing.assert_close(scores[n].double(), ref[n], rtol=1e-5, atol=1e-6 * float(ref[n].abs().max()) + 1e-12)
+        assert scores[n].dtype == torch.float64 and scores[n].shape == ref[n].shape
+        torch.testing.assert_close(scores[n], ref[n], rtol=1e-10, atol=1e-12 * float(ref[n].abs().max()) + 1e-300)
+    assert rel_err(scores, ref) < 1e-12
 
 
 @pytest.mark.parametrize("gamma", [1e-6, 1e-2])
@@ -229,3 +239,24 @@ def test_wanda_gpt2_conv1d_and_module_types():
     assert types["transformer.h.0.attn.c_proj.weight"] == "attn.o"
     assert types["transformer.h.0.mlp.c_proj.bias"] == "mlp.down"
     assert types["transformer.h.0.ln_1.weight"] == "norm" and types["transformer.ln_f.bias"] == "norm"
+
+
+@pytest.mark.parametrize("method", ["wagle", "snip", "gradient", "magnitude", "wanda"])
+def test_float64_model_scores_stay_float64(setup, method):
+    """Scores of a float64 model are float64 end to end (they used to be rounded to float32,
+    a ~3e-8 normwise error); the masks then rank on the float64 values."""
+    model, forget, retain, *_ = setup
+    scores = attribute_weights(model, forget, retain, method=method)
+    assert {s.dtype for s in scores.values()} == {torch.float64}
+
+
+@pytest.mark.parametrize("method", ["wagle", "snip", "gradient"])
+def test_float32_scores_against_float64_reference(setup, method):
+    """Documented bound (docs/scale.md): a float32 model's scores are within 1e-5 normwise of the
+    float64 scores of the same weights (measured 1.3e-7 to 2.6e-7 on this model, seeds 0-2)."""
+    model, forget, retain, *_ = setup
+    ref = attribute_weights(model, forget, retain, method=method)
+    s32 = attribute_weights(copy.deepcopy(model).float(), forget, retain, method=method)
+    assert {s.dtype for s in s32.values()} == {torch.float32}
+    err = rel_err(s32, ref)
+    assert 0 < err < 1e-5, err

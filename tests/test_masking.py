@@ -39,7 +39,7 @@ def random_scores(seed=0, shapes=((5, 7), (13,), (4, 3, 2), (1,), (9, 11))):
 
 def reference_mask(scores, k):
     """Full sort: descending score, ties to the lower global flat index."""
-    flat = torch.cat([s.reshape(-1).float() for s in scores.values()])
+    flat = torch.cat([s.reshape(-1).double() for s in scores.values()])  # float32 -> float64 keeps the order
     order = torch.sort(-flat, stable=True).indices  # stable: equal values keep index order
     keep = torch.zeros_like(flat, dtype=torch.bool)
     keep[order[:k]] = True
@@ -80,6 +80,47 @@ def test_global_matches_full_sort(monkeypatch, chunk, max_candidates, kind):
         assert total(m) == round(density * N)
         assert all(m[n].dtype == torch.bool and m[n].shape == scores[n].shape for n in scores)
         assert equal(m, reference_mask(scores, round(density * N)))
+
+
+@pytest.mark.parametrize("chunk,max_candidates", [(1 << 22, 1 << 24), (61, 1 << 24), (61, 0), (7, 3)])
+@pytest.mark.parametrize("kind", ["close", "quantised", "negative"])
+def test_float64_scores_rank_in_float64(monkeypatch, chunk, max_candidates, kind):
+    """float64 scores are ranked on their float64 values (int64 radix keys, four 16-bit digits):
+    values that round to the same float32 are still told apart, ties still go by position."""
+    monkeypatch.setattr(masking, "_CHUNK", chunk)
+    monkeypatch.setattr(masking, "_MAX_CANDIDATES", max_candidates)
+    base = {n: s.double() for n, s in random_scores(7).items()}
+    if kind == "close":  # distinct float64 values, many equal after rounding to float32
+        scores = {n: 1.0 + (s * 64).floor() * 1e-12 + s * 1e-14 for n, s in base.items()}
+        flat32 = torch.cat([s.reshape(-1).float() for s in scores.values()])
+        assert flat32.unique().numel() < flat32.numel() // 4
+    elif kind == "quantised":
+        scores = {n: (s * 5).floor() / 3 for n, s in base.items()}
+    else:
+        scores = {n: ((s - 0.5) * 8).round() / 8 - 1e-13 * (s > 0.5) for n, s in base.items()}
+        scores["t0"][0, :2] = torch.tensor([-0.0, 0.0], dtype=torch.float64)
+    N = sum(s.numel() for s in scores.values())
+    for density in DENSITIES + [0.37, 1 / N]:
+        m = weight_mask(scores, density)
+        assert total(m) == round(density * N)
+        assert equal(m, reference_mask(scores, round(density * N)))
+    if kind == "close":  # ranking the float32 roundings would differ
+        s32 = {n: s.float() for n, s in scores.items()}
+        assert not equal(weight_mask(scores, 0.37), weight_mask(s32, 0.37))
+
+
+def test_mask_file_is_plain_safetensors(tmp_path):
+    """The streamed writer produces a standard safetensors file (read back by safetensors itself)."""
+    from safetensors.torch import load_file
+
+    m = weight_mask(random_scores(2), 0.4)
+    m["empty"] = torch.zeros((0, 3), dtype=torch.bool)
+    path = save_mask(m, tmp_path / "m.safetensors", metadata={"note": "x"})
+    raw = load_file(str(path))
+    assert set(raw) == set(m) and all(raw[n].dtype == torch.uint8 and torch.equal(raw[n].bool(), m[n]) for n in m)
+    meta = masking.mask_metadata(path)
+    assert meta["kept"] == str(total(m)) and meta["total"] == str(sum(t.numel() for t in m.values()))
+    assert meta["note"] == "x" and meta["format"] == masking.MASK_FORMAT
 
 
 def test_all_equal_keeps_first_positions():
@@ -175,11 +216,11 @@ def test_save_mask_is_atomic(tmp_path, monkeypatch):
     path = save_mask(m, tmp_path / "mask.safetensors", metadata={"density": torch.tensor(0.5)})
     assert masking.mask_metadata(path)["density"] == "0.5"  # non-string metadata stored as JSON
 
-    def torn_write(tensors, filename, metadata=None):
+    def torn_write(filename, *args):
         Path(filename).write_bytes(b"half a file")
         raise OSError("disk full")
 
-    monkeypatch.setattr(masking, "save_file", torn_write)
+    monkeypatch.setattr(masking, "_write_safetensors", torn_write)
     with pytest.raises(OSError, match="disk full"):
         save_mask({"w": torch.tensor([False, False, False])}, path)
     assert equal(load_mask(path), m)
