@@ -23,7 +23,7 @@ from transformers import HfArgumentParser
 
 from geffect.io import dumps
 
-__all__ = ["BaseStudyConfig", "DEFAULT_METHODS", "QUICK", "STAGES", "StudyConfig", "parse_study_args", "stage_fields", "stage_key"]
+__all__ = ["BaseStudyConfig", "COMPUTE", "DEFAULT_METHODS", "QUICK", "STAGES", "StudyConfig", "parse_study_args", "stage_fields", "stage_key", "study_field"]
 
 #: The cached stages in order, and the stages whose keys each one's key includes.
 STAGES: dict[str, tuple[str, ...]] = {
@@ -35,15 +35,19 @@ STAGES: dict[str, tuple[str, ...]] = {
 #: Bump when a stage's outputs change meaning (invalidates every cached stage).
 STUDY_VERSION = 2
 DEFAULT_METHODS = ("ga", "gd", "npo", "wga", "tnpo", "simsat", "simimp", "satimp", "wagle_gd", "random_gd")
-COMPUTE = ("references", "masks", "methods")
-FULL_METHODS = ("satimp_instance", "satimp_group", "satimp_batch")  # stages that run a model
+COMPUTE = ("references", "masks", "methods")  # stages that run a model
+FULL_METHODS = ("satimp_instance", "satimp_group", "satimp_batch")
 
 
-def _f(default: Any, help: str, stages: Sequence[str], **kw: Any) -> Any:
+def study_field(default: Any, help: str, stages: Sequence[str], **kw: Any) -> Any:
+    """A config field with its ``--help`` text and the cached stages it affects (``metadata``)."""
     meta = {"help": help, "stages": tuple(stages)}
     if isinstance(default, (list, tuple)):
         return field(default_factory=lambda: list(default), metadata=meta, **kw)
     return field(default=default, metadata=meta, **kw)
+
+
+_f = study_field
 
 
 @dataclass

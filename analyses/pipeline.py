@@ -176,12 +176,12 @@ class Study:
         if self.paths.get("retain"):
             model, tok = self.load(self.paths["retain"])
             logger.info("evaluating the retain model")
-            self.bench.evaluate(model, tok, folder / "eval_retain")
+            self.bench.evaluate(model, tok, folder / "eval_retain", role="retain")
             retain_reference = folder / "eval_retain"
             del model
         model, tok = self.load(self.paths["target"])
         logger.info("evaluating the target model")
-        self.bench.evaluate(model, tok, folder / "eval_target", retain_reference)
+        self.bench.evaluate(model, tok, folder / "eval_target", retain_reference, role="target")
         atomic_write_parquet(folder / "attribution_before.parquet", self.attributions(model, tok, "before"))
         self.bench.reference_extras(model, tok, folder)
         _mark_done(folder, key, seconds=time.perf_counter() - t0)

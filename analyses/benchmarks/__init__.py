@@ -18,14 +18,16 @@ wmdp      ``WmdpStudyConfig``              :mod:`analyses.benchmarks.wmdp` (``py
 from __future__ import annotations
 
 from analyses.benchmarks.base import Axes, Benchmark
+from analyses.benchmarks.muse import MuseBenchmark, MuseStudyConfig
 from analyses.benchmarks.tofu import TofuBenchmark
+from analyses.benchmarks.wmdp import WmdpBenchmark, WmdpStudyConfig
 from analyses.config import BaseStudyConfig
 
 __all__ = ["BENCHMARKS", "Axes", "Benchmark", "MuseBenchmark", "MuseStudyConfig", "TofuBenchmark", "WmdpBenchmark",
            "WmdpStudyConfig", "benchmark_for"]
 
 #: name -> benchmark class
-BENCHMARKS: dict[str, type[Benchmark]] = {b.name: b for b in (TofuBenchmark,)}
+BENCHMARKS: dict[str, type[Benchmark]] = {b.name: b for b in (TofuBenchmark, MuseBenchmark, WmdpBenchmark)}
 
 
 def benchmark_for(config: BaseStudyConfig) -> Benchmark:

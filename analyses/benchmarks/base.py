@@ -87,10 +87,12 @@ class StepEvalCallback(TrainerCallback):
     so :func:`analyses.frames.trajectory_frame` reads both. Single process.
     """
 
-    def __init__(self, evaluate: Callable[[Any, Any, Path], Mapping[str, Any]], tokenizer, at_steps: Sequence[int]):
+    def __init__(self, evaluate: Callable[[Any, Any, Path], Mapping[str, Any]], tokenizer, at_steps: Sequence[int],
+                 log_keys: Sequence[str] | None = None):
         self.evaluate = evaluate
         self.tokenizer = tokenizer
         self.at_steps = {int(s) for s in at_steps}
+        self.log_keys = list(log_keys) if log_keys is not None else None
         self._last_step = -1
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
@@ -108,7 +110,8 @@ class StepEvalCallback(TrainerCallback):
             model.train(was_training)
         append_jsonl(root / EVAL_HISTORY_FILE, [{**numeric_summary(summary), "step": int(step),
                                                  "epoch": float(state.epoch or 0.0)}])
-        logger.info("step %d: %s", step, {k: round(v, 4) for k, v in summary.items() if isinstance(v, float)})
+        logger.info("step %d: %s", step, {k: round(v, 4) for k, v in summary.items() if isinstance(v, float)
+                                          and (self.log_keys is None or k in self.log_keys)})
 
 
 class Benchmark:
@@ -180,17 +183,20 @@ class Benchmark:
         raise NotImplementedError
 
     # ---- evaluation ---------------------------------------------------------------------------
-    def evaluate(self, model, tokenizer, out_dir: Path, retain_reference: Path | None = None) -> dict[str, Any]:
+    def evaluate(self, model, tokenizer, out_dir: Path, retain_reference: Path | None = None, *,
+                 role: str = "model") -> dict[str, Any]:
         """Evaluate ``model`` and save the ``EvalResult`` in ``out_dir``; returns its summary.
 
-        ``retain_reference``: the retain model's evaluation folder (``None`` for the retain model
-        itself), for metrics relative to it (TOFU forget quality, MUSE PrivLeak).
+        ``retain_reference``: the retain model's evaluation folder, for metrics relative to it
+        (TOFU forget quality, MUSE PrivLeak); ``None`` when there is none, and for the retain
+        model itself (``role="retain"``; other roles: ``"target"``, ``"model"``).
         """
         raise NotImplementedError
 
     def trajectory_callback(self, tokenizer, at_steps: Sequence[int], retain_reference: Path | None):
         """A Trainer callback that evaluates at ``at_steps`` and writes ``eval/history.jsonl``."""
-        return StepEvalCallback(lambda m, t, out: self.evaluate(m, t, out, retain_reference), tokenizer, at_steps)
+        return StepEvalCallback(lambda m, t, out: self.evaluate(m, t, out, retain_reference), tokenizer, at_steps,
+                                log_keys=list(self.trajectory_keys.values()))
 
     def gate(self, target: Mapping[str, Any], retain: Mapping[str, Any] | None) -> Gate:
         """The sanity gate on the target's and (if any) the retain model's evaluation summaries."""
@@ -215,11 +221,15 @@ class Benchmark:
         """Entries the benchmark adds to ``summary.json``."""
         return {}
 
+    #: unlearning learning rate on the benchmark's small default model (None: the study's)
+    default_model_lr: ClassVar[float | None] = None
+
     def learning_rate(self, default_model_lr: float) -> float | None:
-        """The unlearning learning rate: ``--lr``, else ``default_model_lr`` on the default model, else
-        the unlearning default for pre-trained models (``None``)."""
+        """The unlearning learning rate: ``--lr``, else the benchmark's (or ``default_model_lr``) on the
+        default model, else the unlearning default for pre-trained models (``None``)."""
         c = self.config
-        return c.lr if c.lr is not None else (default_model_lr if c.model is None else None)
+        own = self.default_model_lr if self.default_model_lr is not None else default_model_lr
+        return c.lr if c.lr is not None else (own if c.model is None else None)
 
 
 def read_summary(folder: Path | None) -> dict[str, Any] | None:

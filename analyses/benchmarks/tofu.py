@@ -99,7 +99,8 @@ class TofuBenchmark(Benchmark):
         return len(self.source.load_split(self.config.split))
 
     # ---- evaluation ---------------------------------------------------------------------------
-    def evaluate(self, model, tokenizer, out_dir: Path, retain_reference: Path | None = None) -> dict[str, Any]:
+    def evaluate(self, model, tokenizer, out_dir: Path, retain_reference: Path | None = None, *,
+                 role: str = "model") -> dict[str, Any]:
         c = self.config
         result = evaluate_model(model, tokenizer, self.source, c.split, retain_stats=retain_reference,
                                 batch_size=c.eval_batch_size, max_new_tokens=c.max_new_tokens,

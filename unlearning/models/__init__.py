@@ -4,6 +4,8 @@
   :func:`load_model_and_tokenizer`, :class:`ModelError`.
 - :mod:`unlearning.models.default`: :class:`DefaultRecipe`, :func:`tiny_recipe`,
   :func:`prepare_default_models` (cached), :func:`train_tokenizer`, :func:`build_model`.
+- :mod:`unlearning.models.text`: :func:`prepare_text_models` (the same pair for raw-text
+  benchmarks: MUSE, WMDP; cached).
 - :mod:`unlearning.models.accuracy`: :func:`answer_token_accuracy`.
 
 See docs/models.md.
@@ -20,6 +22,7 @@ from unlearning.models.default import (
     tiny_recipe,
     train_tokenizer,
 )
+from unlearning.models.text import prepare_text_models
 from unlearning.models.loading import (
     ModelError,
     load_model,
@@ -42,6 +45,7 @@ __all__ = [
     "load_tokenizer",
     "per_instance_answer_accuracy",
     "prepare_default_models",
+    "prepare_text_models",
     "resolve_dtype",
     "tiny_recipe",
     "train_tokenizer",
