@@ -17,13 +17,13 @@ import json
 import sys
 import types
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 from transformers import HfArgumentParser
 
 from geffect.io import dumps
 
-__all__ = ["DEFAULT_METHODS", "QUICK", "STAGES", "StudyConfig", "parse_study_args", "stage_fields", "stage_key"]
+__all__ = ["BaseStudyConfig", "COMPUTE", "DEFAULT_METHODS", "QUICK", "STAGES", "StudyConfig", "parse_study_args", "stage_fields", "stage_key", "study_field"]
 
 #: The cached stages in order, and the stages whose keys each one's key includes.
 STAGES: dict[str, tuple[str, ...]] = {
@@ -35,44 +35,46 @@ STAGES: dict[str, tuple[str, ...]] = {
 #: Bump when a stage's outputs change meaning (invalidates every cached stage).
 STUDY_VERSION = 2
 DEFAULT_METHODS = ("ga", "gd", "npo", "wga", "tnpo", "simsat", "simimp", "satimp", "wagle_gd", "random_gd")
-COMPUTE = ("references", "masks", "methods")
-FULL_METHODS = ("satimp_instance", "satimp_group", "satimp_batch")  # stages that run a model
+COMPUTE = ("references", "masks", "methods")  # stages that run a model
+FULL_METHODS = ("satimp_instance", "satimp_group", "satimp_batch")
 
 
-def _f(default: Any, help: str, stages: Sequence[str], **kw: Any) -> Any:
+def study_field(default: Any, help: str, stages: Sequence[str], **kw: Any) -> Any:
+    """A config field with its ``--help`` text and the cached stages it affects (``metadata``)."""
     meta = {"help": help, "stages": tuple(stages)}
     if isinstance(default, (list, tuple)):
         return field(default_factory=lambda: list(default), metadata=meta, **kw)
     return field(default=default, metadata=meta, **kw)
 
 
-@dataclass
-class StudyConfig:
-    """Everything that determines a study run (the defaults are the tuned 2-core CPU study)."""
+_f = study_field
 
-    data: str = _f("embedded", "'embedded' (offline), a local TOFU folder, or a hub name such as locuslab/TOFU.",
+
+@dataclass
+class BaseStudyConfig:
+    """The fields every benchmark's study has (each benchmark's config adds its own and sets the defaults).
+
+    ``QUICK`` (a class attribute) is the benchmark's ``--quick`` preset.
+    """
+
+    QUICK: ClassVar[dict[str, Any]] = {}
+
+    data: str = _f("embedded", "'embedded' (offline), a local folder in the benchmark's layout, or a hub name.",
                    ["models"])
-    split: str = _f("forget10", "Forget split (forget01 / forget05 / forget10).", ["models"])
-    max_authors: int | None = _f(None, "Keep the forget authors plus retain authors up to N in total (models, "
-                                 "unlearning and evaluation all see that subset); default: all.", ["models"])
-    model: str | None = _f(None, "Name or path of a model already fine-tuned on the data (skips preparing the "
+    model: str | None = _f(None, "Name or path of a model already trained on the data (skips preparing the "
                            "default models).", ["models"])
-    retain_model: str | None = _f(None, "Model fine-tuned on the retain split only (forget quality); default: the "
-                                  "prepared one.", ["models"])
+    retain_model: str | None = _f(None, "Model trained without the forget set (the retain reference); default: "
+                                  "the prepared one.", ["models"])
     quick: bool = _f(False, "One-minute smoke run: tiny recipe, few steps, small probes and evaluation.", ["models"])
     methods: list[str] = _f(DEFAULT_METHODS, "Methods to run: registered objectives, wagle_gd (GD restricted to "
                             "the WAGLE mask) or random_gd (GD on a random mask of the same density); space- or "
                             "comma-separated.", [])
-    full: bool = _f(False, "Also run SatImp's granularity ablation (satimp_instance, satimp_group, satimp_batch: "
-                    "the SatImp weight at instance / group / batch granularity).", [])
     epochs: float = _f(1.0, "Unlearning epochs over the forget split.", ["methods"])
     steps: int | None = _f(None, "Max optimizer steps (overrides --epochs when set).", ["methods"])
     batch_size: int = _f(4, "Forget rows per micro-batch.", ["methods"])
     grad_accum: int = _f(1, "Gradient accumulation steps.", ["methods"])
     lr: float | None = _f(None, "Unlearning learning rate; default 1e-3 on the small default model, the unlearning "
                           "default for pre-trained models with --model.", ["methods"])
-    retain_holdout: str = _f("eval", "'eval': the retain term never trains on the retain rows the evaluation measures "
-                             "(SatImp / G-effect protocol); 'none': it trains on all retain rows.", ["methods"])
     geffect_every: int = _f(4, "Track G-effects (and PG-effects, probe weights) every k optimizer steps.",
                             ["methods"])
     probe_size: int = _f(12, "Forget and retain probe instances for G-effects.", ["methods"])
@@ -81,16 +83,10 @@ class StudyConfig:
                                 "the trade-off curves.", ["methods"])
     utility_budget: float = _f(0.9, "Matched-utility comparison: forget ES where retain ES falls to this fraction of "
                                "the target's (interpolated along the trajectory).", [])
-    gate_es_gap: float = _f(0.25, "Sanity gate: the target's forget ES must exceed the retain model's by at least "
-                            "this much (the target memorised what the retain model never saw).", [])
-    gate_min_es: float = _f(0.5, "Sanity gate: minimum forget ES of the target.", [])
-    gate_prob_ratio: float = _f(2.0, "Sanity gate: the target's forget probability must be at least this multiple of "
-                                "the retain model's.", [])
     allow_failed_gate: bool = _f(False, "Run the unlearning stages even when the sanity gate fails (the report still "
                                  "says so at the top and skips the findings that depend on it).", [])
     eval_subset: int | None = _f(40, "Evaluate the first N rows of each set (0 = all).", ["references", "methods"])
     eval_batch_size: int = _f(16, "Evaluation batch size.", ["references", "methods"])
-    max_new_tokens: int = _f(32, "Generation length for ROUGE-L.", ["references", "methods"])
     max_length: int = _f(256, "Max tokens of prompt + answer; longer rows keep their answer (prompt cut from the "
                          "left) and are counted in the report.", COMPUTE)
     wagle_density: float = _f(0.5, "Fraction of weights wagle_gd updates.", ["masks"])
@@ -100,7 +96,7 @@ class StudyConfig:
     device: str | None = _f(None, "cpu, cuda, cuda:1 ... (default: cuda if available).", COMPUTE)
     bf16: bool = _f(False, "Load and train the models in bfloat16.", COMPUTE)
     seed: int = _f(0, "Seed of unlearning, data order and the random mask.", ["masks", "methods"])
-    output_dir: str = _f("outputs/geffect_tofu", "Study folder (cached stages, data, figures, report).", [])
+    output_dir: str = _f("outputs/geffect_study", "Study folder (cached stages, data, figures, report).", [])
     cache_dir: str | None = _f(None, "Default-model cache (default $GEFFECT_CACHE or ~/.cache/geffect-unlearning).",
                                [])
     png: bool = _f(True, "Also export the figures as PNG (needs Chromium for kaleido).", [])
@@ -110,13 +106,12 @@ class StudyConfig:
         if isinstance(self.methods, str):
             self.methods = [self.methods]
         self.methods = [m.strip() for item in self.methods for m in str(item).split(",") if m.strip()]
-        if self.full:
-            self.methods += [m for m in FULL_METHODS if m not in self.methods]
+        self.extend_methods()
         if not self.methods:
             raise ValueError("--methods is empty; name at least one method, e.g. --methods ga satimp")
         if self.eval_subset == 0:
             self.eval_subset = None
-        for name in ("batch_size", "grad_accum", "geffect_every", "probe_size", "eval_batch_size", "max_new_tokens"):
+        for name in ("batch_size", "grad_accum", "geffect_every", "probe_size", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if self.trajectory_points < 1:
@@ -126,35 +121,75 @@ class StudyConfig:
         if not 0 < self.wagle_density <= 1:
             raise ValueError(f"--wagle-density must be in (0, 1], got {self.wagle_density}")
 
+    def extend_methods(self) -> None:
+        """Hook of the benchmark configs: methods that flags add (TOFU's ``--full``)."""
+
     @classmethod
-    def quick_config(cls, **overrides: Any) -> "StudyConfig":
-        """The ``--quick`` smoke run (:data:`QUICK`) with ``overrides`` on top."""
-        return cls(**{**QUICK, **overrides})
+    def quick_config(cls, **overrides: Any) -> "BaseStudyConfig":
+        """The ``--quick`` smoke run (the class's ``QUICK`` preset) with ``overrides`` on top."""
+        return cls(**{**cls.QUICK, **overrides})
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
-#: The ``--quick`` preset: tiny recipe, few steps, small probes and evaluation.
+#: The ``--quick`` preset of the TOFU study: tiny recipe, few steps, small probes and evaluation.
 QUICK: dict[str, Any] = dict(quick=True, steps=3, trajectory_points=3, epochs=1.0, batch_size=4, geffect_every=1, probe_size=4,
                              eval_subset=4, max_new_tokens=8, wagle_calibration=8, attribution_examples=2,
                              attribution_steps=4, max_length=128)
 
 
-def stage_fields(stage: str) -> list[str]:
-    """Names of the config fields that declare ``stage``."""
+@dataclass
+class StudyConfig(BaseStudyConfig):
+    """The TOFU study (``python -m analyses.geffect_tofu``; the defaults are the tuned 2-core CPU study)."""
+
+    QUICK: ClassVar[dict[str, Any]] = QUICK
+
+    data: str = _f("embedded", "'embedded' (offline), a local TOFU folder, or a hub name such as locuslab/TOFU.",
+                   ["models"])
+    model: str | None = _f(None, "Name or path of a model already fine-tuned on the data (skips preparing the "
+                           "default models).", ["models"])
+    retain_model: str | None = _f(None, "Model fine-tuned on the retain split only (forget quality); default: the "
+                                  "prepared one.", ["models"])
+    output_dir: str = _f("outputs/geffect_tofu", "Study folder (cached stages, data, figures, report).", [])
+    split: str = _f("forget10", "Forget split (forget01 / forget05 / forget10).", ["models"])
+    max_authors: int | None = _f(None, "Keep the forget authors plus retain authors up to N in total (models, "
+                                 "unlearning and evaluation all see that subset); default: all.", ["models"])
+    full: bool = _f(False, "Also run SatImp's granularity ablation (satimp_instance, satimp_group, satimp_batch: "
+                    "the SatImp weight at instance / group / batch granularity).", [])
+    retain_holdout: str = _f("eval", "'eval': the retain term never trains on the retain rows the evaluation measures "
+                             "(SatImp / G-effect protocol); 'none': it trains on all retain rows.", ["methods"])
+    gate_es_gap: float = _f(0.25, "Sanity gate: the target's forget ES must exceed the retain model's by at least "
+                            "this much (the target memorised what the retain model never saw).", [])
+    gate_min_es: float = _f(0.5, "Sanity gate: minimum forget ES of the target.", [])
+    gate_prob_ratio: float = _f(2.0, "Sanity gate: the target's forget probability must be at least this multiple of "
+                                "the retain model's.", [])
+    max_new_tokens: int = _f(32, "Generation length for ROUGE-L.", ["references", "methods"])
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.max_new_tokens < 1:
+            raise ValueError(f"--max-new-tokens must be >= 1, got {self.max_new_tokens}")
+
+    def extend_methods(self) -> None:
+        if self.full:
+            self.methods += [m for m in FULL_METHODS if m not in self.methods]
+
+
+def stage_fields(stage: str, config_class: type = StudyConfig) -> list[str]:
+    """Names of the fields of ``config_class`` that declare ``stage``."""
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}; stages: {list(STAGES)}")
-    return [f.name for f in dataclasses.fields(StudyConfig) if stage in f.metadata["stages"]]
+    return [f.name for f in dataclasses.fields(config_class) if stage in f.metadata["stages"]]
 
 
-def stage_key(config: StudyConfig, stage: str, upstream: dict[str, str], **extra: Any) -> str:
+def stage_key(config: BaseStudyConfig, stage: str, upstream: dict[str, str], **extra: Any) -> str:
     """The cache key of ``stage``: its declared fields, the upstream stages' keys and ``extra``."""
     missing = [s for s in STAGES[stage] if s not in upstream]
     if missing:
         raise ValueError(f"stage {stage!r} needs the keys of {missing} first")
     payload = {"version": STUDY_VERSION, "stage": stage,
-               "fields": {name: getattr(config, name) for name in stage_fields(stage)},
+               "fields": {name: getattr(config, name) for name in stage_fields(stage, type(config))},
                "upstream": {s: upstream[s] for s in STAGES[stage]}, "extra": extra}
     return hashlib.sha256(dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -170,13 +205,13 @@ class _StudyParser(HfArgumentParser):
 
 
 def parse_study_args(argv: Sequence[str] | None = None, *, prog: str = "python -m analyses.geffect_tofu",
-                     description: str | None = None) -> StudyConfig:
-    """A :class:`StudyConfig` from command-line arguments (``--quick`` sets :data:`QUICK` as defaults)."""
+                     description: str | None = None, config_class: type = StudyConfig) -> BaseStudyConfig:
+    """A ``config_class`` from command-line arguments (``--quick`` sets the class's ``QUICK`` preset as defaults)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = _StudyParser(StudyConfig, prog=prog, description=description)
+    parser = _StudyParser(config_class, prog=prog, description=description)
     if "--quick" in argv or any(a.startswith("--quick=") and a.split("=", 1)[1].lower() in ("1", "true", "yes")
                                 for a in argv):
-        parser.set_defaults(**{k: v for k, v in QUICK.items() if k != "quick"})
+        parser.set_defaults(**{k: v for k, v in config_class.QUICK.items() if k != "quick"})
     (config,) = parser.parse_args_into_dataclasses(args=argv)
     return config
 

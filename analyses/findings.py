@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Collection, Mapping
 
 import numpy as np
 import pandas as pd
@@ -265,10 +265,14 @@ def matched_point(traj: pd.DataFrame, threshold: float) -> tuple[float, float, b
     return (last.forget_es, last.step, False) if last else (math.nan, math.nan, False)
 
 
-def _matched(frames: Frames, budget: float) -> tuple[dict[str, tuple[float, float, bool]], float] | None:
-    traj = _has(frames, "trajectory", ["method", "step", "forget_es", "retain_es"])
+def _matched(frames: Frames, budget: float, forget: str = "forget_es", retain: str = "retain_es",
+             **_: Any) -> tuple[dict[str, tuple[float, float, bool]], float] | None:
+    """Matched points of every method on the trajectory columns ``forget`` / ``retain`` (the benchmark's axes)."""
+    traj = _has(frames, "trajectory", ["method", "step", forget, retain])
     if traj is None:
         return None
+    traj = traj.drop(columns=[c for c in ("forget_es", "retain_es") if c not in (forget, retain)], errors="ignore")
+    traj = traj.rename(columns={forget: "forget_es", retain: "retain_es"})
     start = traj[traj["step"] == 0]["retain_es"]
     if start.empty:
         return None
@@ -288,21 +292,28 @@ def _better(a: tuple[float, float, bool], b: tuple[float, float, bool]) -> bool 
     return None
 
 
-def _describe(name: str, point: tuple[float, float, bool]) -> str:
+def _names(kw: Mapping[str, Any]) -> tuple[str, str, str]:
+    """(Forget metric capitalised, forget metric, retain metric) names of the benchmark's axes."""
+    forget, retain = kw.get("forget_name", "forget ES"), kw.get("retain_name", "retain ES")
+    return forget[:1].upper() + forget[1:], forget, retain
+
+
+def _describe(name: str, point: tuple[float, float, bool], forget_name: str = "forget ES") -> str:
     f, step, reached = point
-    return (f"{name} {f:.3f} (step {step:.1f})" if reached else f"{name} never reaches it (final forget ES {f:.3f})")
+    return (f"{name} {f:.3f} (step {step:.1f})" if reached else f"{name} never reaches it (final {forget_name} {f:.3f})")
 
 
-def matched_utility(frames: Frames, budget: float = 0.9, **_: Any) -> list[Finding]:
-    res = _matched(frames, budget)
+def matched_utility(frames: Frames, budget: float = 0.9, **kw: Any) -> list[Finding]:
+    res = _matched(frames, budget, **kw)
     if res is None:
         return []
     points, threshold = res
+    Fn, fn, rn = _names(kw)
     never = [m for m, p in points.items() if not p[2]]
     order = sorted(points, key=lambda m: (not points[m][2], points[m][0]))
-    text = (f"Forget ES where retain ES falls to {budget:.0%} of the target's ({threshold:.3f}): "
-            + "; ".join(_describe(m, points[m]) for m in order) + "."
-            + (f" {len(never)} method(s) keep retain ES above the budget for the whole run." if never else ""))
+    text = (f"{Fn} where {rn} falls to {budget:.0%} of the target's ({threshold:.3f}): "
+            + "; ".join(_describe(m, points[m], fn) for m in order) + "."
+            + (f" {len(never)} method(s) keep {rn} above the budget for the whole run." if never else ""))
     return [Finding("matched_utility", "Methods at matched utility (the papers compare methods at equal retained "
                     "performance, not at one learning rate).", text, "describes",
                     {"threshold": threshold, "points": {m: list(p) for m, p in points.items()}})]
@@ -318,31 +329,33 @@ def _ordering(points: dict, chain: list[str]) -> tuple[str, list]:
     return "inconclusive", pairs
 
 
-def satimp_ordering(frames: Frames, budget: float = 0.9, **_: Any) -> list[Finding]:
-    res = _matched(frames, budget)
+def satimp_ordering(frames: Frames, budget: float = 0.9, **kw: Any) -> list[Finding]:
+    res = _matched(frames, budget, **kw)
     chain = ["satimp", "simsat", "simimp"]
     if res is None or not set(chain) <= set(res[0]):
         return []
     points, threshold = res
+    Fn, fn, rn = _names(kw)
     verdict, pairs = _ordering(points, chain)
-    text = (f"Forget ES at retain ES = {threshold:.3f} ({budget:.0%} of the target's): "
-            + "; ".join(_describe(m, points[m]) for m in chain) + ". "
+    text = (f"{Fn} at {rn} = {threshold:.3f} ({budget:.0%} of the target's): "
+            + "; ".join(_describe(m, points[m], fn) for m in chain) + ". "
             + " ".join(f"{a} forgets more than {b}: {'yes' if v else 'no' if v is False else 'undecided'}."
                        for a, b, v in pairs))
-    return [Finding("satimp_ordering", f"{SATIMP}: at matched retain ES, SatImp forgets more than SimSat, and "
+    return [Finding("satimp_ordering", f"{SATIMP}: at matched {rn}, SatImp forgets more than SimSat, and "
                     "SimSat more than SimImp.", text, verdict, {"points": {m: list(points[m]) for m in chain}})]
 
 
-def wagle_tradeoff(frames: Frames, budget: float = 0.9, **_: Any) -> list[Finding]:
-    res = _matched(frames, budget)
+def wagle_tradeoff(frames: Frames, budget: float = 0.9, **kw: Any) -> list[Finding]:
+    res = _matched(frames, budget, **kw)
     if res is None or not {"wagle_gd", "random_gd"} <= set(res[0]):
         return []
     points, threshold = res
+    Fn, fn, rn = _names(kw)
     vs_random = _better(points["wagle_gd"], points["random_gd"])
     vs_dense = _better(points["wagle_gd"], points["gd"]) if "gd" in points else None
     verdict = {True: "supports", False: "contradicts", None: "inconclusive"}[vs_random]
-    text = (f"Forget ES at retain ES = {threshold:.3f}: " + "; ".join(
-        _describe(m, points[m]) for m in ("wagle_gd", "random_gd", "gd") if m in points)
+    text = (f"{Fn} at {rn} = {threshold:.3f}: " + "; ".join(
+        _describe(m, points[m], fn) for m in ("wagle_gd", "random_gd", "gd") if m in points)
         + f". WAGLE mask vs random mask of the same density: {'better' if vs_random else 'worse' if vs_random is False else 'undecided'}"
         + (f"; vs dense GD: {'better' if vs_dense else 'worse' if vs_dense is False else 'undecided'}" if "gd" in points else "")
         + ".")
@@ -351,8 +364,8 @@ def wagle_tradeoff(frames: Frames, budget: float = 0.9, **_: Any) -> list[Findin
                     {"points": {m: list(points[m]) for m in ("wagle_gd", "random_gd", "gd") if m in points}})]
 
 
-def granularity_ablation(frames: Frames, budget: float = 0.9, **_: Any) -> list[Finding]:
-    res = _matched(frames, budget)
+def granularity_ablation(frames: Frames, budget: float = 0.9, **kw: Any) -> list[Finding]:
+    res = _matched(frames, budget, **kw)
     names = {"token": "satimp", "instance": "satimp_instance", "group": "satimp_group", "batch": "satimp_batch"}
     if res is None or not {"satimp", "satimp_instance"} <= set(res[0]):
         return []
@@ -361,8 +374,9 @@ def granularity_ablation(frames: Frames, budget: float = 0.9, **_: Any) -> list[
     token_best = [_better(points["satimp"], points[m]) for g, m in present.items() if g != "token"]
     verdict = ("supports" if all(v is True for v in token_best) else
                "contradicts" if any(v is False for v in token_best) else "inconclusive")
-    text = (f"Forget ES at retain ES = {threshold:.3f} with the SatImp weight at each granularity: "
-            + "; ".join(_describe(g, points[m]) for g, m in present.items()) + ".")
+    Fn, fn, rn = _names(kw)
+    text = (f"{Fn} at {rn} = {threshold:.3f} with the SatImp weight at each granularity: "
+            + "; ".join(_describe(g, points[m], fn) for g, m in present.items()) + ".")
     return [Finding("granularity", f"{SATIMP}: token-wise weights forget more at matched utility than the same "
                     "weights pooled per instance, group or batch.", text, verdict,
                     {"points": {g: list(points[m]) for g, m in present.items()}})]
@@ -458,8 +472,14 @@ FINDINGS: list[tuple[Callable[..., list[Finding]], bool]] = [
 ]
 
 
-def compute_findings(frames: Frames, *, gate=None, budget: float = 0.9) -> list[Finding]:
-    """All findings the data supports, in a fixed order; a failing check is logged and skipped."""
+def compute_findings(frames: Frames, *, gate=None, budget: float = 0.9, keys: Collection[str] | None = None,
+                     **axes: str) -> list[Finding]:
+    """All findings the data supports, in a fixed order; a failing check is logged and skipped.
+
+    ``keys``: the finding keys that apply to the benchmark (None: all). ``axes``: the trajectory
+    columns and names matched utility is read on (``forget``, ``retain``, ``forget_name``,
+    ``retain_name``; default TOFU's forget / retain ES).
+    """
     out: list[Finding] = []
     failed_gate = gate is not None and not gate.passed
     if failed_gate:
@@ -469,7 +489,7 @@ def compute_findings(frames: Frames, *, gate=None, budget: float = 0.9) -> list[
         if failed_gate and presumes_memorisation:
             continue
         try:
-            out.extend(check(frames, budget=budget))
+            out.extend(f for f in check(frames, budget=budget, **axes) if keys is None or f.key in keys)
         except Exception:  # one broken check must not lose the report
             logger.exception("finding %s failed; skipped", check.__name__)
     return out

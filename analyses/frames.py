@@ -21,18 +21,21 @@ from unlearning.hooks import ANALYSIS_DIR, PROBE_INSTANCE_WEIGHTS, PROBE_TOKEN_W
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FRAMES", "METRIC_COLUMNS", "collect_frames", "geffect_frames", "metric_row", "read_parquet", "trajectory_frame"]
+__all__ = ["FRAMES", "METRIC_COLUMNS", "SUMMARY_KEYS", "TRAJECTORY_KEYS", "collect_frames", "geffect_frames", "metric_row",
+           "read_parquet", "trajectory_frame"]
 
 FRAMES = ("geffect_steps", "geffect_layers", "geffect_modules", "pg_effects", "token_weights", "mask_density",
           "metrics", "trajectory", "token_attribution")
-#: trajectory columns: evaluation summary keys at each checkpoint
+#: TOFU's trajectory columns: evaluation summary keys at each checkpoint (the defaults below are
+#: TOFU's; every benchmark passes its own, see ``analyses.benchmarks``)
 TRAJECTORY_KEYS = {"forget_es": "forget/extraction_strength", "retain_es": "retain/extraction_strength",
                    "model_utility": "model_utility", "forget_quality": "forget_quality",
                    "forget_probability": "forget/probability", "retain_probability": "retain/probability"}
 METRIC_COLUMNS = ["method", "reference", "forget_es", "retain_es", "forget_quality", "model_utility",
                   "forget_probability", "retain_probability", "forget_rougeL", "retain_rougeL",
                   "forget_truth_ratio", "mia_min_k_auc", "steps", "train_s", "eval_s"]
-_SUMMARY_KEYS = {"forget_es": "forget/extraction_strength", "retain_es": "retain/extraction_strength",
+#: TOFU's metrics-table column -> evaluation summary key
+SUMMARY_KEYS = {"forget_es": "forget/extraction_strength", "retain_es": "retain/extraction_strength",
                  "forget_quality": "forget_quality", "model_utility": "model_utility",
                  "forget_probability": "forget/probability", "retain_probability": "retain/probability",
                  "forget_rougeL": "forget/rougeL_recall", "retain_rougeL": "retain/rougeL_recall",
@@ -43,13 +46,15 @@ def read_parquet(path: Path) -> pd.DataFrame:
     return pd.read_parquet(path) if path.is_file() else pd.DataFrame()
 
 
-def metric_row(method: str, summary: Mapping[str, Any], *, reference: bool = False) -> dict[str, Any]:
-    """One metrics-table row from an evaluation ``summary.json`` (missing values are NaN)."""
+def metric_row(method: str, summary: Mapping[str, Any], *, reference: bool = False,
+               keys: Mapping[str, str] = SUMMARY_KEYS) -> dict[str, Any]:
+    """One metrics-table row from an evaluation ``summary.json`` (``keys``: column -> summary key;
+    missing values are NaN)."""
     def get(key: str) -> float:
         value = summary.get(key)
         return float(value) if isinstance(value, (int, float)) else float("nan")
 
-    return {"method": method, "reference": reference, **{col: get(key) for col, key in _SUMMARY_KEYS.items()}}
+    return {"method": method, "reference": reference, **{col: get(key) for col, key in keys.items()}}
 
 
 def geffect_frames(run_dir: Path, method: str) -> dict[str, pd.DataFrame]:
@@ -117,42 +122,54 @@ def _method_first(frame: pd.DataFrame) -> pd.DataFrame:
     return frame[["method", *[c for c in frame.columns if c != "method"]]].reset_index(drop=True)
 
 
-def _trajectory_row(method: str, step: int, summary: Mapping[str, Any]) -> dict[str, Any]:
+def _trajectory_row(method: str, step: int, summary: Mapping[str, Any],
+                    keys: Mapping[str, str] = TRAJECTORY_KEYS) -> dict[str, Any]:
     row = {"method": method, "step": int(step)}
-    for col, key in TRAJECTORY_KEYS.items():
+    for col, key in keys.items():
         value = summary.get(key)
         row[col] = float(value) if isinstance(value, (int, float)) else float("nan")
     return row
 
 
-def trajectory_frame(run_dir: Path, method: str, final_step: int | None, start: Mapping[str, Any] | None = None):
-    """method, step, forget_es, retain_es, model_utility, forget_quality, ... at every checkpoint of a run.
+def trajectory_frame(run_dir: Path, method: str, final_step: int | None, start: Mapping[str, Any] | None = None,
+                     keys: Mapping[str, str] = TRAJECTORY_KEYS):
+    """method, step and the ``keys`` columns (TOFU: forget_es, retain_es, model_utility, ...) at every checkpoint.
 
     Step 0 is the model before unlearning (``start``: the target's evaluation summary), the
     intermediate checkpoints come from the run's ``eval/history.jsonl`` (``EvalCallback``), the
     last one from its final evaluation (``eval/summary.json``).
     """
-    rows = [_trajectory_row(method, 0, start)] if start else []
+    rows = [_trajectory_row(method, 0, start, keys)] if start else []
     history = run_dir / "eval" / "history.jsonl"
     if history.is_file():
-        rows += [_trajectory_row(method, r["step"], r) for r in read_jsonl(history) if r.get("step")]
+        rows += [_trajectory_row(method, r["step"], r, keys) for r in read_jsonl(history) if r.get("step")]
     final = run_dir / "eval" / "summary.json"
     if final.is_file() and final_step is not None:
-        rows.append(_trajectory_row(method, final_step, json.loads(final.read_text())))
+        rows.append(_trajectory_row(method, final_step, json.loads(final.read_text()), keys))
     frame = pd.DataFrame(rows)
     return frame.drop_duplicates("step", keep="last").sort_values("step").reset_index(drop=True) if rows else frame
 
 
-def collect_frames(out: Path, methods: list[str], done_file: str) -> dict[str, pd.DataFrame]:
-    """The study's tidy frames from everything on disk (methods with a done marker only)."""
+def collect_frames(out: Path, methods: list[str], done_file: str, *, summary_keys: Mapping[str, str] = SUMMARY_KEYS,
+                   trajectory_keys: Mapping[str, str] = TRAJECTORY_KEYS,
+                   reference_fill: Mapping[str, Mapping[str, float]] | None = None) -> dict[str, pd.DataFrame]:
+    """The study's tidy frames from everything on disk (methods with a done marker only).
+
+    ``summary_keys`` / ``trajectory_keys``: the benchmark's metrics-table and trajectory columns
+    and the evaluation summary keys behind them (default: TOFU's); ``reference_fill``: values a
+    reference model's row takes where its summary has none (default: TOFU's retain model has
+    forget quality 1, the KS test against itself).
+    """
+    fill = {"retain": {"forget_quality": 1.0}} if reference_fill is None else reference_fill
     parts: dict[str, list[pd.DataFrame]] = {name: [] for name in FRAMES}
     metrics = []
     for name in ("target", "retain"):
         summary = out / "references" / f"eval_{name}" / "summary.json"
         if summary.is_file():
-            row = metric_row(name, json.loads(summary.read_text()), reference=True)
-            if name == "retain" and np.isnan(row["forget_quality"]):
-                row["forget_quality"] = 1.0  # KS test of the retain model against itself
+            row = metric_row(name, json.loads(summary.read_text()), reference=True, keys=summary_keys)
+            for col, value in fill.get(name, {}).items():
+                if col in row and np.isnan(row[col]):
+                    row[col] = value
             metrics.append(row)
     parts["token_attribution"].append(read_parquet(out / "references" / "attribution_before.parquet"))
     target = out / "references" / "eval_target" / "summary.json"
@@ -168,10 +185,10 @@ def collect_frames(out: Path, methods: list[str], done_file: str) -> dict[str, p
         parts["token_attribution"].append(read_parquet(run_dir / "study" / "attribution.parquet"))
         summary = run_dir / "eval" / "summary.json"
         if summary.is_file():
-            row = metric_row(method, json.loads(summary.read_text()))
+            row = metric_row(method, json.loads(summary.read_text()), keys=summary_keys)
             row.update(train_s=info.get("train_s"), eval_s=info.get("eval_s"), steps=info.get("global_step"))
             metrics.append(row)
-        parts["trajectory"].append(trajectory_frame(run_dir, method, info.get("global_step"), start))
+        parts["trajectory"].append(trajectory_frame(run_dir, method, info.get("global_step"), start, trajectory_keys))
     frames = {name: pd.concat([p for p in ps if not p.empty], ignore_index=True)
               if any(not p.empty for p in ps) else pd.DataFrame() for name, ps in parts.items()}
     layers = frames["geffect_layers"]

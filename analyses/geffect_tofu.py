@@ -17,37 +17,20 @@ Re-running with the same arguments reuses cached models and every finished metho
 """
 from __future__ import annotations
 
-import logging
-import sys
+from analyses.cli import exit_code
+from analyses.cli import main as _main
+from analyses.cli import run_cli
+from analyses.config import StudyConfig
 
-from analyses.config import parse_study_args
-from analyses.pipeline import run_study
+__all__ = ["exit_code", "main"]
 
-logger = logging.getLogger("analyses.geffect_tofu")
+PROG = "python -m analyses.geffect_tofu"
 
 
 def main(argv: list[str] | None = None) -> dict:
-    config = parse_study_args(argv, description=__doc__.split("\n\n")[0])
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
-    for noisy in ("httpx", "urllib3", "choreographer", "kaleido", "matplotlib"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    summary = run_study(config)
-    logger.info("findings:\n%s", "\n".join(f"- {f['text']}" for f in summary["findings"]))
-    logger.info("wall time %.1fs, peak memory %.0f MiB; report: %s", summary["timings"]["total_s"],
-                summary["peak_memory_mb"], summary["report"])
-    if summary.get("failed"):
-        logger.error("methods that failed: %s", summary["failed"])
-    return summary
-
-
-def exit_code(summary: dict, allow_failed_gate: bool = False) -> int:
-    """0 when everything ran; 1 when a method failed; 2 when the sanity gate failed (unless allowed)."""
-    if not summary.get("gate_passed", True) and not allow_failed_gate:
-        return 2
-    return 1 if summary.get("failed") else 0
+    """Run the TOFU study on ``argv`` (default ``sys.argv[1:]``); returns the summary."""
+    return _main(argv, config_class=StudyConfig, prog=PROG, description=__doc__.split("\n\n")[0])
 
 
 if __name__ == "__main__":
-    _summary = main()
-    sys.exit(exit_code(_summary, _summary["config"]["study"]["allow_failed_gate"]))
+    run_cli(StudyConfig, PROG, __doc__.split("\n\n")[0])

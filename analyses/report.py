@@ -120,8 +120,17 @@ def write_report(path: str | Path, sections: Iterable[Section], **kwargs) -> Pat
     return path
 
 
-def build_sections(frames: Mapping[str, pd.DataFrame]) -> list[Section]:
-    """The study's eight figures from its tidy frames (a missing frame gives an explanatory figure)."""
+def build_sections(frames: Mapping[str, pd.DataFrame], *, budget: float = 0.9,
+                   options: Mapping[str, Mapping] | None = None, captions: Mapping[str, str] | None = None
+                   ) -> list[Section]:
+    """The study's figures from its tidy frames (a missing frame gives an explanatory figure).
+
+    ``budget``: the utility budget drawn in the trajectory figure; ``options``: keyword arguments
+    of a section's plot, by section name (a benchmark's metrics: ``tradeoff`` panels, ``trajectory``
+    axes); ``captions``: a benchmark's own captions, by section name.
+    """
+    options = {"trajectory": {"budget": budget}, **{k: dict(v) for k, v in (options or {}).items()}}
+    options["trajectory"].setdefault("budget", budget)
     empty = pd.DataFrame()
     get = lambda name: frames.get(name, empty)  # noqa: E731
     specs = [
@@ -153,8 +162,9 @@ def build_sections(frames: Mapping[str, pd.DataFrame]) -> list[Section]:
     ]
     sections = []
     for name, title, module, frame_name, caption in specs:
+        caption = (captions or {}).get(name, caption)
         try:
-            fig = module.plot(get(frame_name)) if not get(frame_name).empty else None
+            fig = module.plot(get(frame_name), **options.get(name, {})) if not get(frame_name).empty else None
         except Exception:
             logger.exception("plot %s failed; the report shows a placeholder", name)
             fig = None

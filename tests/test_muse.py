@@ -296,12 +296,14 @@ def test_memorised_model_scores_high(tok):
 def test_verbmem_length_matching(model, tok):
     """Short references: the continuation has as many tokens as the reference (MUSE's fixed 128 otherwise)."""
     vm = load_muse("embedded", "verbmem", "forget").select(range(3))
-    matched = evaluate_muse(model, tok, metrics=("verbmem_f",), max_samples=3, verbmem_max_new_tokens=128)
-    fixed = evaluate_muse(model, tok, metrics=("verbmem_f",), max_samples=3, verbmem_max_new_tokens=128,
+    lengths = [len(tok(gt, add_special_tokens=False)["input_ids"]) for gt in vm["gt"]]
+    limit = max(lengths) + 8  # every reference is shorter than the generation limit
+    matched = evaluate_muse(model, tok, metrics=("verbmem_f",), max_samples=3, verbmem_max_new_tokens=limit)
+    fixed = evaluate_muse(model, tok, metrics=("verbmem_f",), max_samples=3, verbmem_max_new_tokens=limit,
                           verbmem_match_reference_length=False)
     for b, (prompt, gt) in enumerate(zip(vm["prompt"], vm["gt"])):
-        n = len(tok(gt, add_special_tokens=False)["input_ids"])
-        assert n < 127
+        n = lengths[b]
+        assert n < limit - 1
         assert matched.tables["verbmem_forget"].loc[b, "generation"] == muse_bench_generate(model, tok, prompt, n)
-        assert fixed.tables["verbmem_forget"].loc[b, "generation"] == muse_bench_generate(model, tok, prompt, 128)
+        assert fixed.tables["verbmem_forget"].loc[b, "generation"] == muse_bench_generate(model, tok, prompt, limit)
         assert matched.tables["verbmem_forget"].loc[b, "gt"] == fixed.tables["verbmem_forget"].loc[b, "gt"] == gt

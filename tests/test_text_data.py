@@ -99,7 +99,7 @@ def test_collated_text_batch_labels(tok):
 def text_inputs(tok):
     data = build_text_unlearning_data(
         muse_texts("embedded", "forget")[:4], muse_texts("embedded", "retain1")[:4], tok,
-        max_length=40, seed=0, idk_answers=idk_answers(),
+        max_length=64, seed=0, idk_answers=idk_answers(),
     )
     return data, data.collator([data.train[i] for i in range(4)])
 

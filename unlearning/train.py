@@ -183,6 +183,7 @@ def run_unlearning(
     *,
     objective=None,
     data=None,
+    datasets=None,
     callbacks: list | None = None,
 ) -> RunResult:
     """Unlearn ``args.split`` from a model with ``args.method``; returns the trained trainer.
@@ -192,11 +193,24 @@ def run_unlearning(
     **args.objective_hparams())``); the trainer builds its reference model (at most one) when
     the objective needs it, and every callback that needs the objective or the reference reads
     them from the trainer. ``data``: an ``unlearning.data.DataSource`` (default
-    ``args.data_source()``), e.g. a non-default embedded benchmark. Writes everything listed in
-    docs/training.md under ``args.output_dir``; extra ``callbacks`` are added to the trainer.
+    ``args.data_source()``), e.g. a non-default embedded benchmark. ``datasets``: ready training
+    data instead of ``data``, e.g. raw text (MUSE, WMDP): an ``unlearning.data.TextUnlearningData``
+    or any object with ``train`` (a ``ForgetRetainDataset``), ``forget`` / ``retain`` (the
+    datasets its items come from; their first rows are the G-effect probes) and ``collator``
+    (``ForgetRetainCollator``); objectives that need refusal batches need ``train`` built with
+    ``idk_answers``. Writes everything listed in docs/training.md under ``args.output_dir``;
+    extra ``callbacks`` are added to the trainer.
     """
     if (model is None) != (tokenizer is None):
         raise ValueError("pass both model and tokenizer to run_unlearning, or neither (then args.model is loaded)")
+    if datasets is not None and data is not None:
+        raise ValueError("pass data= (a DataSource to read) or datasets= (ready training data) to run_unlearning, "
+                         "not both")
+    if datasets is not None:
+        missing = [a for a in ("train", "forget", "retain", "collator") if not hasattr(datasets, a)]
+        if missing:
+            raise ValueError(f"datasets= lacks {missing}; pass an unlearning.data.TextUnlearningData (from "
+                             "build_text_unlearning_data) or an object with train, forget, retain and collator")
     output_dir = Path(args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     if model is None:
@@ -208,7 +222,18 @@ def run_unlearning(
         freeze_except(model, args.trainable)
     if objective is None:
         objective = objectives.get(args.method, **args.objective_hparams())
-    dataset, forget, retain = build_datasets(args, tokenizer, model, objective, data)
+    if datasets is None:
+        dataset, forget, retain = build_datasets(args, tokenizer, model, objective, data)
+        collator = ForgetRetainCollator(tokenizer.pad_token_id)
+        data_description = (data if data is not None else args.data_source()).to_dict()
+    else:
+        dataset, forget, retain, collator = datasets.train, datasets.forget, datasets.retain, datasets.collator
+        needs_idk = getattr(objective, "needs_idk", getattr(objective, "name", args.method) in IDK_METHODS)
+        if needs_idk and getattr(dataset, "idk_answers", None) is None:
+            raise ValueError(f"objective {getattr(objective, 'name', args.method)!r} trains on refusal answers, but the "
+                             "given datasets have none; build them with idk_answers=...")
+        describe = getattr(datasets, "describe", None)
+        data_description = describe() if callable(describe) else {"given": type(datasets).__name__}
 
     mask = None
     if args.mask:
@@ -231,7 +256,7 @@ def run_unlearning(
         ref_model=args.ref_model,
         weight_mask=mask,
         train_dataset=dataset,
-        data_collator=ForgetRetainCollator(tokenizer.pad_token_id),
+        data_collator=collator,
         processing_class=tokenizer,
     )
     trainer.add_callback(JsonlLogCallback(output_dir / LOGS_FILE))
@@ -256,12 +281,14 @@ def run_unlearning(
         "ref_model": (args.ref_model or "frozen copy of the initial model") if trainer.ref_model is not None else None,
         "data": args.data,
         "split": args.split,
-        "retain_split": args.resolved_retain_split(),
-        "data_source": (data if data is not None else args.data_source()).to_dict(),
+        "retain_split": args.resolved_retain_split() if datasets is None else None,
+        "data_source": data_description,
         "n_forget": len(forget),
-        "n_retain": len(retain),
-        "retain_holdout": {"mode": args.retain_holdout, "rows": args.retain_holdout_rows},
-        "rows_truncated": {"forget": forget.n_truncated, "retain": retain.n_truncated, "max_length": args.max_length},
+        "n_retain": len(retain) if retain is not None else 0,
+        "retain_holdout": {"mode": args.retain_holdout, "rows": args.retain_holdout_rows} if datasets is None else None,
+        "rows_truncated": {"forget": getattr(forget, "n_truncated", 0),
+                           "retain": getattr(retain, "n_truncated", 0) if retain is not None else 0,
+                           "max_length": args.max_length},
         "mask": args.mask,
         "trainable": args.trainable,
         "world_size": world,

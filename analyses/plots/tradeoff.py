@@ -14,7 +14,8 @@ retain model's, and model utility should stay near the target's.
 """
 from __future__ import annotations
 
-import numpy as np
+from typing import Sequence
+
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
@@ -24,21 +25,27 @@ from analyses.plots import finish, empty_figure, method_color, method_order, req
 TITLE = "Forgetting vs keeping: the trade-offs"
 PANELS = [("forget_es", "retain_es", "forget ES (↓ better)", "retain ES (↑ better)"),
           ("forget_quality", "model_utility", "forget quality, log (↑ better)", "model utility (↑ better)")]
+TITLES = ["extraction strength", "TOFU forget quality vs model utility"]
 
 
-def plot(frame: pd.DataFrame) -> go.Figure:
-    """Two scatter panels, one point per method; references drawn as open diamonds."""
-    require_columns(frame, ["method", "forget_es", "retain_es", "forget_quality", "model_utility"],
-                    "tradeoff")
+def plot(frame: pd.DataFrame, *, panels: Sequence[tuple[str, str, str, str]] = PANELS,
+         titles: Sequence[str] = TITLES, log_x: Sequence[str] = ("forget_quality",)) -> go.Figure:
+    """Scatter panels, one point per method; references drawn as open diamonds.
+
+    ``panels``: (x column, y column, x title, y title) per panel (default TOFU's two); ``titles``:
+    the panels' titles; ``log_x``: x columns drawn on a log axis (clamped away from 0).
+    """
+    require_columns(frame, ["method", *dict.fromkeys(c for p in panels for c in p[:2])], "tradeoff")
     if frame.empty:
         return empty_figure(TITLE, "no model was evaluated")
     frame = frame.copy()
     if "reference" not in frame.columns:
         frame["reference"] = frame["method"].isin(["target", "retain"])
-    # log axis: clamp forget quality away from 0 (a KS p-value can underflow)
-    frame["forget_quality"] = frame["forget_quality"].astype(float).clip(lower=1e-30)
-    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1,
-                        subplot_titles=["extraction strength", "TOFU forget quality vs model utility"])
+    for col in log_x:  # log axis: clamp away from 0 (a KS p-value can underflow)
+        if col in frame.columns:
+            frame[col] = frame[col].astype(float).clip(lower=1e-30)
+    fig = make_subplots(rows=1, cols=len(panels), horizontal_spacing=0.1 if len(panels) < 3 else 0.07,
+                        subplot_titles=list(titles)[: len(panels)])
     order = method_order(frame.loc[~frame["reference"], "method"]) + \
         list(frame.loc[frame["reference"], "method"])
     for method in order:
@@ -46,16 +53,17 @@ def plot(frame: pd.DataFrame) -> go.Figure:
         ref = bool(m["reference"].iloc[0])
         marker = {"color": method_color(method), "size": 13 if ref else 11,
                   "symbol": "diamond-open" if ref else "circle", "line": {"width": 2 if ref else 0.5}}
-        for col, (x, y, _, _) in enumerate(PANELS, start=1):
+        for col, (x, y, _, _) in enumerate(panels, start=1):
             fig.add_trace(go.Scatter(
                 x=m[x], y=m[y], mode="markers+text", text=[method], textposition="top center",
                 textfont={"size": 10}, name=method + (" (reference)" if ref else ""),
                 legendgroup=method, showlegend=(col == 1), marker=marker,
                 hovertemplate=f"{method}<br>{x} %{{x:.4g}}<br>{y} %{{y:.4g}}<extra></extra>"),
                 row=1, col=col)
-    for col, (_, _, xt, yt) in enumerate(PANELS, start=1):
+    for col, (x, _, xt, yt) in enumerate(panels, start=1):
         fig.update_xaxes(title_text=xt, row=1, col=col)
         fig.update_yaxes(title_text=yt, row=1, col=col)
-    fig.update_xaxes(type="log", row=1, col=2)
+        if x in log_x:
+            fig.update_xaxes(type="log", row=1, col=col)
     finish(fig, TITLE, 480, legend={"title": "model"})
     return fig

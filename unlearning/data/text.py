@@ -224,6 +224,16 @@ class TextUnlearningData:
     retain: TextChunkDataset | None
     collator: ForgetRetainCollator
 
+    def describe(self) -> dict:
+        """A JSON-able description (chunks, tokens, documents, chunking) for run records."""
+        out = {"kind": "text"}
+        for name, ds in (("forget", self.forget), ("retain", self.retain)):
+            if ds is not None:
+                out[name] = {"documents": len(ds.texts), "chunks": len(ds), "tokens": ds.num_tokens,
+                             "max_length": ds.max_length, "packing": ds.packing}
+        out["idk"] = self.train.idk_answers is not None
+        return out
+
 
 def build_text_unlearning_data(
     forget_texts,

@@ -7,6 +7,8 @@
   :func:`train_tokenizer`, :func:`build_model`.
 - :mod:`unlearning.models.training`: :func:`fine_tune` (the training loop) and
   :class:`MemorisationStop` (train until the answers are memorised).
+- :mod:`unlearning.models.text`: :func:`prepare_text_models` (the same pair for raw-text
+  benchmarks: MUSE, WMDP; cached).
 - :mod:`unlearning.models.accuracy`: :func:`answer_token_accuracy`, :func:`memorisation_scores`.
 
 See docs/models.md.
@@ -32,6 +34,7 @@ from unlearning.models.default import (
     tiny_source,
     train_tokenizer,
 )
+from unlearning.models.text import prepare_text_models
 from unlearning.models.loading import (
     ModelError,
     load_model,
@@ -63,6 +66,7 @@ __all__ = [
     "memorisation_scores",
     "per_instance_answer_accuracy",
     "prepare_default_models",
+    "prepare_text_models",
     "resolve_dtype",
     "tiny_recipe",
     "tiny_source",
