@@ -44,9 +44,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from geffect.batches import select_rows, to_cpu
-from geffect.distributed import (broadcast_object, gather_objects, gather_rows, is_sharded, rank_world,
-                                 shard_positions)
+from geffect.batches import concat_batches, select_rows, to_cpu
+from geffect.distributed import broadcast_object, gather_objects, is_sharded, rank_world, shard_positions
 from geffect.io import atomic_path, atomic_write_json, atomic_write_parquet
 from geffect.effect import GEffectResult, direction_norm, risk_gradient
 from geffect.engine import per_instance_dots
@@ -280,9 +279,13 @@ class GEffectTracker(GEffectRecord):
             if self.groups is None and previous.get("groups"):
                 self.groups = OrderedDict(previous["groups"])
             logger.info("resuming G-effect tracking in %s: %d steps on disk", self.dir, len(self.steps))
-        if self.world > 1:  # every rank raises, or none; every rank uses rank 0's groups
-            error, groups = broadcast_object((error, None if self.groups is None else dict(self.groups)))
+        # steps on disk (rank 0's view, shared once; afterwards every rank knows what it tracked)
+        self._done_steps = {False: set(self.steps if self.writer else []), True: set(self.pg_steps if self.writer else [])}
+        if self.world > 1:  # every rank raises, or none; every rank uses rank 0's groups and steps
+            error, groups, done = broadcast_object((error, None if self.groups is None else dict(self.groups),
+                                                    self._done_steps))
             self.groups = OrderedDict(groups) if groups is not None else None
+            self._done_steps = done
         if error:
             raise ValueError(error)
 
@@ -383,28 +386,82 @@ class GEffectTracker(GEffectRecord):
             with atomic_path(self.dir / f"batches_step_{step:06d}.pt") as tmp:
                 torch.save({"step": step, "world_size": self.world, "micro_batches": batches}, tmp)
 
+    def note(self, step: int, **info: Any) -> None:
+        """Add entries to the manifest's ``step_info[step]`` (e.g. timings); only rank 0 writes."""
+        if not self.writer:
+            return
+        manifest = self.manifest
+        if not manifest:
+            raise RuntimeError(f"no manifest in {self.dir} yet: track step {step} first")
+        manifest.setdefault("step_info", {}).setdefault(str(step), {}).update(info)
+        atomic_write_json(self.dir / MANIFEST, manifest, indent=1)
+
     # -- tracking ---------------------------------------------------------------------------
     def _done(self, step: int, pg: bool) -> bool:
-        """Whether ``step`` is on disk already (rank 0 decides for every rank)."""
-        done = self.writer and step in (self.pg_steps if pg else self.steps)
-        return bool(broadcast_object(done)) if self.world > 1 else done
+        """Whether ``step`` is on disk already (the same answer on every rank, no collective)."""
+        if self.world == 1:
+            return step in (self.pg_steps if pg else self.steps)
+        return step in self._done_steps[pg]
 
     def _shard(self, probe: str) -> list[int]:
         return shard_positions(len(self.instance_ids[probe]), self.rank, self.world)
 
-    def _dots(self, model: nn.Module, batch, direction, groups, positions: Sequence[int] | None, loss: str):
-        """Rows ``positions`` (None: every row) of ``batch``, then gathered on rank 0 (the others: None)."""
-        n = int(batch["input_ids"].shape[0])
-        idle = positions is not None and not positions and is_sharded(model)
-        # an FSDP2 forward is a collective: a rank without instances runs one row and drops it
-        local = batch if positions is None else select_rows(batch, [0] if idle else positions)
-        matrix = per_instance_dots(model, local, direction, loss=loss, groups=groups, engine=self.engine)
-        matrix = matrix.float() if matrix.dtype != torch.float64 else matrix  # (n_r, G_all)
+    def _local_dots(self, model: nn.Module, batches: Mapping[str, Mapping[str, torch.Tensor]], direction, groups,
+                    positions: Mapping[str, Sequence[int] | None], loss: str) -> dict[str, torch.Tensor]:
+        """Rows ``positions[name]`` (None: every row) of each batch, in **one** forward and backward.
+
+        The probe sets' rows are concatenated (right-padded to the longest; rows are independent
+        in eval mode, so each row's values do not depend on its neighbours), which halves the
+        passes for forget + retain probes, and under FSDP2 the parameter and direction gathers.
+        Returns name -> (n_r, G_all).
+        """
+        local = {k: b if positions[k] is None else select_rows(b, positions[k]) for k, b in batches.items()}
+        sizes = {k: int(b["input_ids"].shape[0]) for k, b in local.items()}
+        nonempty = [local[k] for k in local if sizes[k]]
+        idle = not nonempty and is_sharded(model)
+        if idle:  # an FSDP2 forward is a collective: a rank without instances runs one row and drops it
+            nonempty = [select_rows(next(iter(batches.values())), [0])]
+        if not nonempty:
+            matrix = per_instance_dots(model, next(iter(local.values())), direction, loss=loss, groups=groups,
+                                       engine=self.engine)
+        elif len(nonempty) == 1:
+            matrix = per_instance_dots(model, nonempty[0], direction, loss=loss, groups=groups, engine=self.engine)
+        else:
+            merged = concat_batches([{k: v for k, v in b.items() if k != "index"} for b in nonempty])
+            matrix = per_instance_dots(model, merged, direction, loss=loss, groups=groups, engine=self.engine)
+        matrix = matrix.float() if matrix.dtype != torch.float64 else matrix  # (sum n_r, G_all)
         if idle:
             matrix = matrix[:0]
+        out, start = {}, 0
+        for k, n in sizes.items():
+            out[k] = matrix[start:start + n]
+            start += n
+        return out
+
+    def _gather(self, parts: Mapping[str, tuple[list[int] | None, torch.Tensor]],
+                sizes: Mapping[str, int]) -> dict[str, torch.Tensor] | None:
+        """Every rank's rows of every probe, assembled on rank 0 in one gather (None elsewhere).
+
+        ``parts``: probe -> (positions, rows); positions None: the rows are this rank's own
+        instances, concatenated in rank order.
+        """
         if self.world == 1:
-            return matrix
-        return gather_rows(matrix, n, positions=positions)
+            return {k: m for k, (_, m) in parts.items()}
+        gathered = gather_objects({k: (pos, m.detach().cpu()) for k, (pos, m) in parts.items()})
+        if gathered is None:
+            return None
+        out = {}
+        for k in parts:
+            pieces = [g[k] for g in gathered]
+            if all(pos is None for pos, _ in pieces):
+                out[k] = torch.cat([m for _, m in pieces])
+                continue
+            first = pieces[0][1]
+            full = torch.empty(sizes[k], first.shape[1], dtype=first.dtype)
+            for pos, m in pieces:
+                full[torch.tensor(pos, dtype=torch.long)] = m
+            out[k] = full
+        return out
 
     def track(
         self,
@@ -429,11 +486,15 @@ class GEffectTracker(GEffectRecord):
         dnorm = direction_norm(direction)
         rows: dict[str, list] = {c: [] for c in COLUMNS}
         results: dict[str, GEffectResult] = {}
-        for probe, batch in self.probes.items():
-            positions = self._shard(probe) if self.world > 1 else None
-            matrix = self._dots(model, batch, direction, all_groups, positions, "answer_nll")
+        positions = {probe: self._shard(probe) if self.world > 1 else None for probe in self.probes}
+        local = self._local_dots(model, self.probes, direction, all_groups, positions, "answer_nll")
+        parts = {probe: (positions[probe], local[probe]) for probe in self.probes}
+        matrices = self._gather(parts, {k: len(v) for k, v in self.instance_ids.items()})
+        self._done_steps[False].add(step)
+        for probe in self.probes:
             if not self.writer:
                 continue
+            matrix = matrices[probe]
             for k, v in self._rows(step, probe, self.instance_ids[probe], views, matrix).items():
                 rows[k] += v
             fine = matrix[:, :n_fine].cpu()  # (N, G)
@@ -495,13 +556,19 @@ class GEffectTracker(GEffectRecord):
         n_fine = len(views["fine"])
         rows: dict[str, list] = {c: [] for c in COLUMNS}
         results: dict[str, GEffectResult] = {}
+        parts, norms = {}, {}
         for probe in self.probes:
             direction = self.probe_gradient(model, probe)
-            dnorm = direction_norm(direction)
-            matrix = self._dots(model, unlearn_batch, direction, all_groups, positions, "logprob")
+            norms[probe] = direction_norm(direction)
+            local = self._local_dots(model, {probe: unlearn_batch}, direction, all_groups, {probe: positions}, "logprob")
+            parts[probe] = (positions, local[probe])
             del direction
+        matrices = self._gather(parts, {k: n for k in self.probes})
+        self._done_steps[True].add(step)
+        for probe in self.probes:
             if not self.writer:
                 continue
+            matrix, dnorm = matrices[probe], norms[probe]
             for k, v in self._rows(step, probe, ids, views, matrix).items():
                 rows[k] += v
             results[probe] = GEffectResult(matrix[:, :n_fine].cpu(), list(views["fine"]), ids, dnorm)

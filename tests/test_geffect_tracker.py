@@ -91,3 +91,27 @@ def test_pg_rows_and_bf16(tmp_path, setup):
     assert GEffectTracker.load(tmp_path).pg_steps == [1]
     with pytest.raises(FileNotFoundError):
         GEffectTracker.load(tmp_path / "missing")
+
+
+def test_replay_files_note_truncate_clear(tmp_path, setup):
+    """probes.pt and batches_step_N.pt round-trip, follow truncate / clear like the other parts;
+    note() adds to a step's manifest entry."""
+    model, probes = setup
+    tracker = GEffectTracker(tmp_path, probes)
+    tracker.save_probes()
+    micro = [{"forget": probes["forget"], "retain": probes["retain"]}]
+    for step in (1, 3):
+        tracker.track(step, model, random_direction(model, seed=step))
+        tracker.write_step_batches(step, micro)
+    tracker.note(3, seconds=[{"geffect": 0.5}])
+    record = GEffectTracker.load(tmp_path)
+    assert record.batch_steps == [1, 3] and record.manifest["step_info"]["3"]["seconds"] == [{"geffect": 0.5}]
+    back = record.step_batches(3)
+    assert torch.equal(back[0]["retain"]["index"], probes["retain"]["index"])
+    assert all(torch.equal(record.probes()[k]["input_ids"], probes[k]["input_ids"]) for k in probes)
+    with pytest.raises(FileNotFoundError, match="record_batches=True"):
+        record.step_batches(2)
+    record.truncate(2)
+    assert record.batch_steps == [1] and record.steps == [1]
+    record.clear()
+    assert not list((tmp_path / "geffect").iterdir())

@@ -120,3 +120,19 @@ def test_replay_errors(live_run, tmp_path):
         checkpoints(tmp_path / "missing")
     with pytest.raises(ValueError, match="nothing to replay"):
         replay(live_run, lambda m, inputs: torch.zeros(()), steps=[2], output_dir=tmp_path / "y")
+
+
+def test_replay_cli_help_lists_every_option(capsys):
+    import dataclasses
+    import re
+
+    from geffect.replay import ReplayArguments, main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    squashed = re.sub(r"\s+", "", out)
+    for f in dataclasses.fields(ReplayArguments):
+        assert re.search(rf"--{f.name}\b", out), f.name
+        assert re.sub(r"\s+", "", f.metadata["help"]) in squashed, f.name

@@ -39,8 +39,10 @@ with torch's function, which is what Trainer's own implementation calls).
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import time
 import weakref
 from collections.abc import Mapping
 from pathlib import Path
@@ -53,7 +55,7 @@ from transformers import Trainer, TrainerCallback
 
 from geffect import GEffectTracker
 from geffect.batches import concat_batches
-from geffect.distributed import full_tensor, is_distributed, is_dtensor, is_sharded, reshard
+from geffect.distributed import full_tensor, gather_objects, is_distributed, is_dtensor, is_sharded, reshard
 from geffect.engine import model_logits
 from geffect.losses import answer_mask, token_logprobs
 from geffect.masking import Mask, check_mask, load_mask
@@ -99,7 +101,7 @@ class StepGradients:
     def _grads(model: nn.Module) -> list[torch.Tensor]:
         grads = [p.grad for p in model.parameters() if p.grad is not None]
         meshes = {g.device_mesh for g in grads if is_dtensor(g)}
-        if len(meshes) > 1 or (meshes and len(meshes) + any(not is_dtensor(g) for g in grads) > 1):
+        if len(meshes) + any(not is_dtensor(g) for g in grads) > 1:  # several meshes, or DTensors and plain
             raise NotImplementedError("gradients on several device meshes (tensor + data parallel) are not supported; "
                                       "clip them with Trainer's own clipping (do not track G-effects) or use FSDP2 alone")
         return grads
@@ -107,7 +109,7 @@ class StepGradients:
     def measure(self, model: nn.Module) -> None:
         """Measure the pre-clip norm of a held step (before masks; a collective under FSDP2)."""
         if self.held_max_norm is not None and self.norm is None:
-            self.norm = torch.nn.utils.get_total_norm(self._grads(model))
+            self.norm = _total_norm(self._grads(model))
 
     def apply_masks(self, model: nn.Module, step: int) -> None:
         """Zero the masked gradient entries of every registered mask (once per optimizer step)."""
@@ -125,9 +127,9 @@ class StepGradients:
         max_norm = self.held_max_norm
         args.max_grad_norm = max_norm
         self.held_max_norm = None
-        norm = self.norm if self.norm is not None else torch.nn.utils.get_total_norm(self._grads(model))
+        norm = self.norm if self.norm is not None else _total_norm(self._grads(model))
         self.norm = None
-        torch.nn.utils.clip_grads_with_norm_(model.parameters(), max_norm, norm)
+        _clip_with_norm(model.parameters(), max_norm, norm)
         value = float(full_tensor(norm))
         self.last_norm = value
         self.last_clip_coef = min(1.0, max_norm / (value + 1e-6))
@@ -142,6 +144,25 @@ class StepGradients:
     def pre_clip_norm(self) -> float | None:
         """The measured pre-clip norm of the held step (None if nothing is held)."""
         return None if self.norm is None else float(full_tensor(self.norm))
+
+
+def _total_norm(grads: list[torch.Tensor]) -> torch.Tensor:
+    """The global 2-norm exactly as ``torch.nn.utils.clip_grad_norm_`` computes it."""
+    if hasattr(torch.nn.utils, "get_total_norm"):  # torch >= 2.6: the function clip_grad_norm_ calls
+        return torch.nn.utils.get_total_norm(grads)
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))  # older torch
+
+
+def _clip_with_norm(params, max_norm: float, norm: torch.Tensor) -> None:
+    """Scale the gradients by ``min(1, max_norm / (norm + 1e-6))`` (torch's clipping factor)."""
+    if hasattr(torch.nn.utils, "clip_grads_with_norm_"):  # torch >= 2.6
+        torch.nn.utils.clip_grads_with_norm_(params, max_norm, norm)
+        return
+    coef = torch.clamp(max_norm / (norm + 1e-6), max=1.0)
+    with torch.no_grad():
+        for p in params:
+            if p.grad is not None:
+                p.grad.mul_(coef.to(p.grad.device))
 
 
 _STATES: dict[int, StepGradients] = {}
@@ -164,6 +185,17 @@ def _apply_mask(model: nn.Module, mask: Mask) -> None:
         if m is None or p.grad is None:
             continue
         p.grad.masked_fill_(m.logical_not(), 0)
+
+
+@contextlib.contextmanager
+def _timed(into: dict[str, float], name: str):
+    """Record ``name`` (wall seconds) and ``name_cpu`` (this process's CPU seconds) of the block."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    try:
+        yield
+    finally:
+        into[name] = time.perf_counter() - wall
+        into[f"{name}_cpu"] = time.process_time() - cpu
 
 
 def _check_backend(args, model: nn.Module | None, what: str) -> None:
@@ -445,20 +477,26 @@ class GEffectCallback(TrainerCallback):
         tracker = self._make_tracker(args)
         was_training = model.training
         model.eval()  # probe risks without dropout
+        seconds: dict[str, float] = {}  # wall and CPU time of each part on this rank
         try:
             extra = {} if pre_clip_norm is None else {"pre_clip_norm": pre_clip_norm}
-            results = tracker.track(step, model, direction, extra=extra)
+            with _timed(seconds, "geffect"):
+                results = tracker.track(step, model, direction, extra=extra)
             del direction
             if self.pg_effect is not None:
-                self._track_pg(step, model)
+                with _timed(seconds, "pg_effect"):
+                    self._track_pg(step, model)
             if self.record_batches:
                 tracker.write_step_batches(step, self._micro)
             if self.probe_weights:
-                self._record_probe_weights(step, model)
+                with _timed(seconds, "probe_weights"):
+                    self._record_probe_weights(step, model)
         finally:
             model.train(was_training)
+        per_rank = gather_objects(seconds) if tracker.world > 1 else [seconds]
         if not tracker.writer:
             return
+        tracker.note(step, seconds=per_rank)  # per rank: wall / CPU seconds of each part of the tracking
         self.last_results = results
         totals = {f"geffect/{name}": float(r.total) for name, r in results.items()}
         log = getattr(self.trainer, "log_main_process_metrics", None)
