@@ -13,6 +13,8 @@ Fixtures (all session-scoped; treat the returned objects as read-only, or deep-c
   3-author embedded benchmark, forget10 = 1 author) in a temporary cache:
   ``PreparedModels(target, retain, tokenizer, root)`` folders holding a trained target (knows
   forget10) and retain model (never saw it). A few seconds.
+- ``muse_folder`` / ``wmdp_folder``: folders in muse_bench's / WMDP's layout holding the quick
+  embedded MUSE corpus / hazard analogue of the studies (written by the fixture).
 - ``tofu_dir``: the real TOFU JSON folder. Its one setting is ``$GEFFECT_TOFU_DATA``
   (default: ``data/tofu`` in the folder ``shared`` next to the repository).
 - ``tofu_reference_dir``: TOFU's published evaluation logs of Phi-1.5 retain models
@@ -171,3 +173,45 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
 def pytest_sessionfinish(session, exitstatus):
     if under_ci() and any(not allowed for _, _, allowed in _SKIPS) and session.exitstatus in (0, 5):
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.fixture(scope="session")
+def muse_folder(tmp_path_factory) -> Path:
+    """A folder in muse_bench's layout (``<subset>/<split>.json``) with the MUSE study's quick corpus."""
+    import json
+
+    from analyses.benchmarks.muse import QUICK_CORPUS
+    from unlearning.data import load_muse
+    from unlearning.data.embedded.news import NEWS_SPLITS
+
+    root = tmp_path_factory.mktemp("muse_data")
+    for subset, splits in NEWS_SPLITS.items():
+        (root / subset).mkdir()
+        for split in splits:
+            rows = load_muse("embedded", subset, split, embedded=QUICK_CORPUS).to_list()
+            values = [r["text"] for r in rows] if subset in ("raw", "privleak") else rows  # strings, as muse_bench
+            (root / subset / f"{split}.json").write_text(json.dumps(values))
+    return root
+
+
+@pytest.fixture(scope="session")
+def wmdp_folder(tmp_path_factory) -> Path:
+    """A WMDP folder (``wmdp-<subset>.jsonl``, ``<name>-corpus.jsonl``, ``wikitext.jsonl``, ``mmlu.jsonl``)
+    with the WMDP study's quick hazard analogue."""
+    import json
+
+    from analyses.benchmarks.wmdp import QUICK_CORPUS
+    from unlearning.data import load_utility_questions, load_wmdp_questions, wmdp_texts
+
+    root = tmp_path_factory.mktemp("wmdp_data")
+
+    def write(name: str, rows) -> None:
+        (root / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    for subset in ("bio", "cyber"):
+        write(f"wmdp-{subset}.jsonl", load_wmdp_questions("embedded", subset, embedded=QUICK_CORPUS).to_list())
+    write("mmlu.jsonl", load_utility_questions("embedded", embedded=QUICK_CORPUS).to_list())
+    for name, file in (("bio-forget", "bio-forget-corpus"), ("cyber-forget", "cyber-forget-corpus"),
+                       ("wikitext", "wikitext")):
+        write(f"{file}.jsonl", [{"text": t} for t in wmdp_texts("embedded", name, embedded=QUICK_CORPUS)])
+    return root

@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-from pathlib import Path
 from types import SimpleNamespace
 
 import pandas as pd
@@ -28,7 +27,6 @@ from analyses.gate import check_muse, check_wmdp
 from analyses.methods import MethodSpec
 from analyses.plots import tradeoff, trajectory
 from unlearning.data import load_muse, load_utility_questions, load_wmdp_questions, muse_texts, wmdp_texts
-from unlearning.data.embedded.news import NEWS_SPLITS
 from unlearning.metrics.multiple_choice import LETTERS, mc_context, mc_description, mc_table
 
 CONFIGS = [StudyConfig, MuseStudyConfig, WmdpStudyConfig]
@@ -144,40 +142,13 @@ def test_muse_benchmark_texts(tmp_path):
     assert len(no_qa[0]) == 18 and len(no_qa[1]) == 12
 
 
-def write_muse_folder(root: Path) -> None:
-    """A folder in muse_bench's layout holding the quick embedded corpus."""
-    for subset, splits in NEWS_SPLITS.items():
-        (root / subset).mkdir(parents=True, exist_ok=True)
-        for split in splits:
-            rows = load_muse("embedded", subset, split, embedded=MUSE_QUICK).to_list()
-            values = [r["text"] for r in rows] if subset in ("raw", "privleak") else rows
-            (root / subset / f"{split}.json").write_text(json.dumps(values))
-
-
-def write_wmdp_folder(root: Path) -> None:
-    """A WMDP folder (questions, corpora, utility) holding the quick embedded analogue."""
-    root.mkdir(parents=True, exist_ok=True)
-    for subset in ("bio", "cyber"):
-        rows = load_wmdp_questions("embedded", subset, embedded=WMDP_QUICK).to_list()
-        (root / f"wmdp-{subset}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    rows = load_utility_questions("embedded", embedded=WMDP_QUICK).to_list()
-    (root / "mmlu.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    for name in ("bio-forget", "cyber-forget"):
-        texts = wmdp_texts("embedded", name, embedded=WMDP_QUICK)
-        (root / f"{name}-corpus.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
-    texts = wmdp_texts("embedded", "wikitext", embedded=WMDP_QUICK)
-    (root / "wikitext.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
-
-
-def test_folders_give_the_embedded_texts(tmp_path):
-    write_muse_folder(tmp_path / "muse")
+def test_folders_give_the_embedded_texts(tmp_path, muse_folder, wmdp_folder):
     embedded = MuseBenchmark(MuseStudyConfig.quick_config(output_dir=str(tmp_path)))
-    folder = MuseBenchmark(MuseStudyConfig.quick_config(output_dir=str(tmp_path), data=str(tmp_path / "muse")))
+    folder = MuseBenchmark(MuseStudyConfig.quick_config(output_dir=str(tmp_path), data=str(muse_folder)))
     assert folder.embedded is None
     assert folder.model_texts() == embedded.model_texts() and folder.retain_texts() == embedded.retain_texts()
-    write_wmdp_folder(tmp_path / "wmdp")
     w_embedded = WmdpBenchmark(WmdpStudyConfig.quick_config(output_dir=str(tmp_path)))
-    w_folder = WmdpBenchmark(WmdpStudyConfig.quick_config(output_dir=str(tmp_path), data=str(tmp_path / "wmdp")))
+    w_folder = WmdpBenchmark(WmdpStudyConfig.quick_config(output_dir=str(tmp_path), data=str(wmdp_folder)))
     assert w_folder.model_texts() == w_embedded.model_texts() and w_folder.forget_texts() == w_embedded.forget_texts()
 
 
@@ -233,7 +204,8 @@ def test_rmu_overrides_train_only_the_preset_parameters(tiny, tmp_path):
     assert trained == ["model.layers.0.mlp.down_proj.weight", "model.layers.1.mlp.down_proj.weight"]
     assert bench.method_overrides("ga", MethodSpec("ga"), model) == {}
     geffect = WmdpBenchmark(WmdpStudyConfig.quick_config(output_dir=str(tmp_path), rmu_preset="geffect"))
-    assert geffect.method_overrides("rmu", geffect.methods["rmu"], model) == {}  # every parameter trains
+    over = geffect.method_overrides("rmu", geffect.methods["rmu"], model)  # every parameter trains, at block 1 of 4
+    assert json.loads(over["objective_kwargs"]) == {"preset": "geffect", "layer": 1} and "trainable" not in over
 
 
 def test_text_examples_are_chunks_with_labels(tiny, tmp_path):

@@ -82,9 +82,9 @@ def _loaded(target: str):
 
 
 def _data(tok):
-    from unlearning.models import tiny_recipe
+    from unlearning.models import tiny_source
 
-    source = DataSource(embedded=tiny_recipe().embedded)
+    source = DataSource(embedded=tiny_source().embedded)
     return source.load_split("forget10"), source.load_split("retain90")
 
 

@@ -219,6 +219,9 @@ CLIS = [
     ("unlearning.evaluate", "EvaluateArguments"),
     ("unlearning.attribute", "AttributeArguments"),
     ("unlearning.train", "UnlearningArguments"),
+    ("analyses.geffect_tofu", "StudyConfig"),
+    ("analyses.geffect_muse", "MuseStudyConfig"),
+    ("analyses.geffect_wmdp", "WmdpStudyConfig"),
 ]
 
 

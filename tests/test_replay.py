@@ -28,7 +28,7 @@ def _values(record, pg=False):
 def live_run(tmp_path_factory, tiny_prepared):
     """NPO (needs a reference) + retain NLL, accumulation 2, tracked every 2 steps and saved every 2 steps."""
     from unlearning.config import UnlearningArguments
-    from unlearning.models import tiny_recipe
+    from unlearning.models import tiny_source
     from unlearning.train import run_unlearning
 
     out = tmp_path_factory.mktemp("live")
@@ -40,7 +40,7 @@ def live_run(tmp_path_factory, tiny_prepared):
         disable_tqdm=True, seed=0, track_geffect=True, geffect_every=2, geffect_probe_size=4, pg_effect=True,
         log_token_weights=False,
     )
-    run_unlearning(args, model=copy.deepcopy(model), tokenizer=tok, data=DataSource(embedded=tiny_recipe().embedded))
+    run_unlearning(args, model=copy.deepcopy(model), tokenizer=tok, data=DataSource(embedded=tiny_source().embedded))
     return out
 
 

@@ -150,7 +150,7 @@ class MuseBenchmark(TextBenchmark):
     default_model_lr = 3e-3
     recipe = DefaultRecipe(max_length=256, max_epochs=60, lr=4e-3, batch_size=8)
     quick_recipe = DefaultRecipe(vocab_size=512, hidden_size=64, num_layers=2, num_heads=2, intermediate_size=128,
-                                 max_length=128, max_epochs=40, lr=4e-3, batch_size=8)
+                                 max_length=128, max_epochs=60, lr=4e-3, batch_size=8)
 
     def __init__(self, config: MuseStudyConfig):
         super().__init__(config)

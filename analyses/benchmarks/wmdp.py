@@ -11,12 +11,14 @@ Metrics (``unlearning.evaluate_wmdp``, zero-shot as lm-evaluation-harness scores
 ``wmdp_bio`` / ``wmdp_cyber`` accuracy, ``wmdp`` (all hazard questions pooled: the forgetting
 axis; 0.25 is chance with four options) and ``mmlu`` (the utility questions: the utility axis).
 
-Methods: every study method, and ``rmu`` with the official WMDP preset
+Methods: every study method, ``rmu`` with the official WMDP preset
 (``unlearning.objectives.get("rmu", preset=--rmu-preset)``: steer the output of block 7 to
-c·u, retain weight 100, update only ``mlp.down_proj`` of blocks 5-7). On a model with fewer
-than eight blocks the steered block keeps its relative depth (7 of Zephyr-7B's 32: block
-round(7·n/32) of n) with the two blocks below it, and only those parameters train
-(``--trainable``, recorded in each run's ``run_config.json``).
+c·u with c = 20, retain weight 100, update only ``mlp.down_proj`` of blocks 5-7) and
+``rmu_geffect`` (the G-effect release's convention: ``hidden_states[l + 1]``, c = 2, retain
+weight 1, every parameter trained). On a model with fewer than eight blocks the steered block
+keeps its relative depth (7 of Zephyr-7B's 32: block round(7·n/32) of n) with the two blocks
+below it, and only the preset's parameters train (``--trainable``, recorded in each run's
+``run_config.json``).
 
 Default models (no ``--model``): a small Llama trained from scratch
 (``unlearning.models.prepare_text_models``), the target on the forget corpora and the retain
@@ -55,7 +57,8 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["WMDP_METHODS", "WmdpBenchmark", "WmdpStudyConfig", "exercise_text"]
 
-WMDP_METHODS = ("rmu", "ga", "gd", "npo", "wga", "tnpo", "simsat", "simimp", "satimp", "wagle_gd", "random_gd")
+WMDP_METHODS = ("rmu", "rmu_geffect", "ga", "gd", "npo", "wga", "tnpo", "simsat", "simimp", "satimp", "wagle_gd",
+                "random_gd")
 WMDP_HUB, CORPORA_HUB, MMLU_HUB = "cais/wmdp", "cais/wmdp-corpora", "cais/mmlu"
 QUICK: dict[str, Any] = dict(quick=True, steps=3, trajectory_points=3, epochs=1.0, batch_size=4, geffect_every=1,
                              probe_size=4, eval_subset=8, wagle_calibration=8, attribution_examples=2,
@@ -200,7 +203,8 @@ class WmdpBenchmark(TextBenchmark):
     def __init__(self, config: WmdpStudyConfig):
         super().__init__(config)
         self.embedded = QUICK_CORPUS if config.quick and config.data == "embedded" else None
-        self.methods = {"rmu": MethodSpec("rmu", {"preset": config.rmu_preset})}
+        self.methods = {"rmu": MethodSpec("rmu", {"preset": config.rmu_preset}),
+                        "rmu_geffect": MethodSpec("rmu", {"preset": "geffect"})}
         subsets = {f"wmdp_{s}": f"wmdp_{s}/acc" for s in config.subsets}  # the columns of the subsets evaluated
         self.summary_keys = {"wmdp": "wmdp/acc", **subsets, "mmlu": "mmlu/acc"}
         self.trajectory_keys = dict(self.summary_keys)
@@ -270,10 +274,13 @@ class WmdpBenchmark(TextBenchmark):
             return {}
         hp = dict(spec.hparams)
         rmu = objectives.get("rmu", **hp)
-        if rmu.hparams["update_layers"] is None:  # the G-effect convention trains every parameter
-            return {}
         n_blocks = int(model.config.num_hidden_layers)
         layer, update = rmu_layers(int(rmu.hparams["layer"]), n_blocks)
+        if rmu.hparams["update_layers"] is None:  # the G-effect convention trains every parameter
+            if layer == rmu.hparams["layer"]:
+                return {}
+            logger.info("rmu: %d blocks, steering block %d (preset: block %s)", n_blocks, layer, rmu.hparams["layer"])
+            return {"objective_kwargs": json.dumps({**hp, "layer": layer})}
         if (layer, tuple(update)) != (rmu.hparams["layer"], tuple(rmu.hparams["update_layers"])):
             logger.info("rmu: %d blocks, steering block %d and updating blocks %s (preset: block %s, %s)", n_blocks,
                         layer, update, rmu.hparams["layer"], list(rmu.hparams["update_layers"]))
