@@ -148,3 +148,19 @@ def test_granularity_ablation_verdict():
     assert f.verdict == "supports" and set(f.data["points"]) == {"token", "instance", "batch"}
     frames = _traj({"satimp": [target, (0.5, 0.8)], "satimp_instance": [target, (0.2, 0.8)]})
     assert granularity_ablation(frames)[0].verdict == "contradicts"
+
+
+def test_gate_fires_on_a_really_untrained_target(tiny_llama, tiny_tokenizer, tiny_prepared):
+    """A random-init 'target' evaluated on the tiny benchmark fails the gate; the trained tiny pair passes it."""
+    from unlearning.evaluate import evaluate_model
+    from unlearning.models import load_model_and_tokenizer, tiny_source
+
+    kw = dict(sets=("forget",), generate=False, progress=False, batch_size=8)
+    untrained = evaluate_model(tiny_llama, tiny_tokenizer, tiny_source(), "forget10", **kw).summary
+    retain_model, tok = load_model_and_tokenizer(tiny_prepared.retain)
+    retain = evaluate_model(retain_model, tok, tiny_source(), "forget10", **kw).summary
+    assert not check_subject(untrained, retain).passed
+    target_model, tok = load_model_and_tokenizer(tiny_prepared.target)
+    target = evaluate_model(target_model, tok, tiny_source(), "forget10", **kw).summary
+    gate = check_subject(target, retain)
+    assert gate.passed, gate.text()
