@@ -94,8 +94,8 @@ def ga_retain_mirrors_unlearning(frames: Frames, **_: Any) -> list[Finding]:
     r = (float(np.corrcoef(wide["forget"], wide["retain"])[0, 1])
          if len(wide) >= 3 and wide["retain"].std() > 0 and wide["forget"].std() > 0 else float("nan"))
     ratio = abs(first["retain"]) / abs(first["forget"]) if first["forget"] else float("nan")
-    both_neg = bool(first["forget"] < 0 and first["retain"] < 0)
     neg_steps = int(((wide["forget"] < 0) & (wide["retain"] < 0)).sum())
+    both_neg = neg_steps * 2 > len(wide)  # at most tracked steps, not only the first (near-zero) one
     if not both_neg or (not math.isnan(r) and r < 0):
         verdict = "contradicts"
     elif math.isnan(r) or r > 0.5:
@@ -104,7 +104,8 @@ def ga_retain_mirrors_unlearning(frames: Frames, **_: Any) -> list[Finding]:
         verdict = "inconclusive"
     text = (f"GA at step 1: unlearning G-effect {_fmt(first['forget'])}, retaining {_fmt(first['retain'])} "
             f"(|retaining| / |unlearning| = {_fmt(ratio)}); both negative at {neg_steps} of {len(wide)} tracked "
-            f"steps; Pearson r between them across steps = {r:.2f}.")
+            f"steps; Pearson r between them across steps = {r:.2f}. Criterion: supported when both are negative at "
+            "most tracked steps and move together (r > 0.5).")
     return [Finding("ga_mirror", f"{GEFFECT}: GA's retaining G-effect mirrors its unlearning one (both negative, "
                     "moving together: GA damages retained knowledge as it forgets).", text, verdict,
                     {"step1": first.to_dict(), "ratio": ratio, "corr": r})]
@@ -128,12 +129,14 @@ def layers_carrying_unlearning(frames: Frames, **_: Any) -> list[Finding]:
     decoder = mean[["shallow", "middle", "deep"]]
     top = decoder.idxmax()
     top_per_method = share[["shallow", "middle", "deep"]].idxmax(axis=1)
-    verdict = "supports" if top == "shallow" else "contradicts"
+    embed = float(mean.get("embed", 0.0))
+    verdict = "supports" if top == "shallow" and embed < 0.1 else "contradicts"
     text = (f"Share of the absolute unlearning G-effect (summed over steps, mean over {len(share)} methods): "
             + ", ".join(f"{b} {mean[b]:.0%}" for b in mean.index)
             + f". The {top} third leads for {int((top_per_method == top).sum())} of {len(share)} methods "
               f"({', '.join(f'{m}: {b}' for m, b in top_per_method.items())}). Embedding share "
-              f"{mean.get('embed', 0.0):.1%}.")
+              f"{embed:.1%}. Criterion: supported when the shallow third leads and the embedding carries "
+              "under 10%.")
     out = [Finding("layers_unlearning", f"{GEFFECT}: the shallow decoder layers carry the largest share of the "
                    "unlearning G-effect and the embedding a negligible one.", text, verdict,
                    {"bucket_share": mean.to_dict(), "top_per_method": top_per_method.to_dict()})]
