@@ -65,7 +65,8 @@ def metrics_table(metrics: pd.DataFrame, *, columns: Sequence[str] | None = None
     if columns:
         frame = frame[[c for c in columns if c in frame.columns]]
     frame = frame.set_index("method") if "method" in frame.columns else frame
-    return frame.to_html(classes="metrics", float_format=lambda x: f"{x:.4g}", na_rep="–", border=0)
+    table = frame.to_html(classes="metrics", float_format=lambda x: f"{x:.4g}", na_rep="–", border=0)
+    return f"<div style='overflow-x:auto'>{table}</div>"
 
 
 def render_html(sections: Iterable[Section], *, title: str, findings: Sequence[Finding] = (),

@@ -28,9 +28,11 @@ logger = logging.getLogger(__name__)
 _PALETTE = [
     "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
     "#7f7f7f", "#bcbd22", "#17becf", "#393b79", "#637939", "#8c6d31", "#843c39",
+    "#e7969c", "#3182bd", "#31a354", "#756bb1", "#fd8d3c", "#636363", "#9c9ede",
 ]
 KNOWN_METHODS = ["ga", "gd", "npo", "wga", "tnpo", "simsat", "simimp", "satimp", "wagle_gd",
-                 "wtnpo", "simnpo", "idk", "rmu", "topk", "bottomk", "random"]
+                 "random_gd", "wtnpo", "simnpo", "idk", "rmu", "topk", "bottomk", "random",
+                 "satimp_instance", "satimp_group", "satimp_batch", "rmu_geffect"]
 REFERENCE_COLORS = {"target": "#000000", "retain": "#999999"}
 PROBE_LABELS = {"forget": "unlearning G-effect (forget probe)",
                 "retain": "retaining G-effect (retain probe)"}
