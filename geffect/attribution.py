@@ -341,6 +341,9 @@ def _accumulate_sharded(model, named, batches, *, progress, desc, out):
         for p, g in saved_grads:
             p.grad = g
         model.train(was_training)
+    for n, p in named.items():  # a parameter FSDP2 does not manage: its .grad was this rank's only
+        if not is_dtensor(p):
+            all_reduce_sum(out[n], group)
     total = torch.tensor([count], dtype=torch.int64, device=comm_device(group, next(iter(named.values()))))
     return out, int(all_reduce_sum(total, group))
 

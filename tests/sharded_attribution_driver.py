@@ -96,6 +96,16 @@ def main(out: Path, single_mask: Path) -> None:
     results["grads_local_rows"] = {n: p.grad.to_local().shape[0] for n, p in model.named_parameters()}
     model.zero_grad(set_to_none=True)
 
+    # only the decoder blocks sharded: embedding, final norm and head stay plain tensors whose
+    # gradients FSDP2 does not reduce; their sums are all-reduced by the attribution
+    partial = tiny_model()
+    for layer in partial.model.layers:
+        fully_shard(layer, mesh=mesh)
+    scores = attribute_weights(partial, mine_f, mine_r, method="wagle")
+    results["partial/plain"] = sorted(n for n, s in scores.items() if type(s).__name__ != "DTensor")
+    results["partial/scores"] = gathered(scores)
+    results["partial/mask"] = gathered(weight_mask(scores, 0.3))
+
     paths = attribute_and_save(model, mine_f, mine_r, out / "aas.safetensors", density=0.25, progress=False)
     results["aas_paths"] = {k: str(v) for k, v in paths.items()}
     if rank == 0:

@@ -151,6 +151,16 @@ def test_mask_saved_at_world_size_1_loads_at_2(single, sharded):
     assert rows["model.embed_tokens.weight"] == 19  # 37 rows over 2 ranks: rank 0 holds 19
 
 
+def test_partly_sharded_model(single, sharded):
+    """Only the decoder blocks wrapped by fully_shard: the plain embedding, norm and head are
+    summed over ranks too, and treated as replicated by the selection."""
+    results, _ = sharded
+    assert results["partial/plain"] == ["lm_head.weight", "model.embed_tokens.weight", "model.norm.weight"]
+    ref = single["scores/wagle"]
+    assert rel_err(results["partial/scores"], ref) < 1e-12
+    assert equal(results["partial/mask"], weight_mask(ref, 0.3))
+
+
 def test_attribute_and_save_sharded(single, sharded):
     import json
 
