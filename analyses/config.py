@@ -5,8 +5,13 @@ of the study it changes (``()`` for fields that change no result, like ``output_
 stage's key is a hash of the values of its declared fields, the stage version and the keys of
 the stages upstream of it (:func:`stage_key`), so changing ``--max-length`` re-runs the
 references, masks and methods, and a new field cannot be added without saying what it
-affects (``tests/test_analyses_config.py`` fails otherwise). ``metadata["help"]`` is the
+affects (``tests/test_analyses_pipeline.py`` fails otherwise). ``metadata["help"]`` is the
 ``--help`` text of ``python -m analyses.geffect_tofu`` (built by ``HfArgumentParser``).
+
+:class:`BaseStudyConfig` holds the fields every benchmark's study has; :class:`StudyConfig`
+(TOFU) adds its own, as ``analyses.benchmarks.muse.MuseStudyConfig`` and
+``analyses.benchmarks.wmdp.WmdpStudyConfig`` do (a subclass may re-declare a field to change its
+default or help). Each class carries its ``--quick`` preset as ``QUICK``.
 """
 from __future__ import annotations
 

@@ -26,7 +26,9 @@ def _run(main, tmp_path_factory, name, methods, *extra):
     out, cache = tmp_path_factory.mktemp(name), tmp_path_factory.mktemp(f"{name}_cache")
     argv = ["--quick", "--output-dir", str(out), "--cache-dir", str(cache), "--no-progress", "--no-png",
             "--methods", ",".join(methods), *extra]
-    return out, main(argv)
+    summary = main(argv)
+    summary["argv"] = argv
+    return out, summary
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +52,8 @@ def _check_common(out, summary, methods, metric_cols):
     steps = pd.read_parquet(out / "data" / "geffect_steps.parquet")
     assert set(steps["method"]) == set(methods) and set(steps["probe"]) == {"forget", "retain"}
     ga = steps[(steps["method"] == "ga") & (steps["probe"] == "forget")].sort_values("step")
-    assert ga["value"].iloc[0] < 0, "GA's first unlearning G-effect must be negative (it raises the chunks' NLL)"
+    # GA raises the forget chunks' NLL over the run (a single step on other chunks may lower a probe's)
+    assert ga["value"].sum() < 0, "GA's cumulative unlearning G-effect must be negative"
     weights = pd.read_parquet(out / "data" / "token_weights.parquet")
     assert weights["likelihood"].between(0, 1).all() and set(methods) - {"rmu"} <= set(weights["method"])
     metrics = pd.read_parquet(out / "data" / "metrics.parquet").set_index("method")
@@ -68,6 +71,9 @@ def _check_common(out, summary, methods, metric_cols):
 def test_muse_quick_study(muse):
     out, summary = muse
     metrics, traj = _check_common(out, summary, MUSE_METHODS, ["verbmem_f", "knowmem_f", "knowmem_r", "privleak"])
+    steps = pd.read_parquet(out / "data" / "geffect_steps.parquet")
+    ga = steps[(steps["method"] == "ga") & (steps["probe"] == "forget")].sort_values("step")
+    assert ga["value"].iloc[0] < 0, "GA's first step on forget documents raises the forget-document probe's NLL"
     assert metrics.loc["retain", "privleak"] == 0.0 and metrics.loc["target", "privleak"] < -50
     assert metrics.loc["target", "verbmem_f"] > metrics.loc["retain", "verbmem_f"] + 0.3
     assert {"verbmem_f", "knowmem_r", "privleak"} <= set(traj.columns)
@@ -87,11 +93,9 @@ def test_wmdp_quick_study(wmdp):
 
 
 def test_rerun_reuses_everything(muse):
-    out, _ = muse
+    out, first = muse
     before = {m: (out / "runs" / m / DONE_FILE).read_text() for m in MUSE_METHODS}
-    argv = ["--quick", "--output-dir", str(out), "--cache-dir", str(out.parent / (out.name + "_cache")),
-            "--no-progress", "--no-png", "--methods", ",".join(MUSE_METHODS)]
-    summary = geffect_muse.main(argv)
+    summary = geffect_muse.main(first["argv"])
     assert {m: (out / "runs" / m / DONE_FILE).read_text() for m in MUSE_METHODS} == before
     assert summary["timings"].get("references_s") is None  # reused
 

@@ -316,7 +316,9 @@ class WmdpBenchmark(TextBenchmark):
                          "forget corpora, and the default models were trained on them (and the retain model on the "
                          "answered utility questions): a model this small answers multiple-choice questions only from "
                          "such text. Utility is measured on those utility questions.")
-        if "rmu" in self.config.methods:
-            notes.append(f"rmu follows the {self.config.rmu_preset!r} preset; on a model with fewer blocks than the "
-                         "preset's layer it steers the block at the same relative depth (see docs/analyses.md).")
+        rmus = [m for m in self.config.methods if m in self.methods]
+        if rmus:
+            presets = ", ".join(f"{m}: {self.methods[m].hparams['preset']!r}" for m in rmus)
+            notes.append(f"RMU presets ({presets}): on a model with fewer blocks than a preset's layer, the block at "
+                         "the same relative depth is steered (block 7 of 32 in Zephyr-7B); see docs/analyses.md.")
         return notes
