@@ -31,11 +31,11 @@ print(f"GPU: {torch.cuda.get_device_name(0)}; torch {torch.__version__}; transfo
 PY
 
 echo "== 1/2 CUDA tests (pytest -m cuda) =="
-timeout 330 "$PY" -m pytest -q -s -m cuda tests/test_cuda.py -p no:cacheprovider 2>&1 | tee "$LOG/gpu_tests.log"
+timeout 290 "$PY" -m pytest -q -s -m cuda tests/test_cuda.py -p no:cacheprovider 2>&1 | tee "$LOG/gpu_tests.log"
 tests_rc=${PIPESTATUS[0]}
 
 echo "== 2/2 benchmark: ~1B Llama, bf16, N = 8, T = 256 =="
-timeout 240 "$PY" benchmarks/bench_scale.py --device cuda --dtype bfloat16 --sizes 1B --no-opacus \
+timeout 170 "$PY" benchmarks/bench_scale.py --device cuda --dtype bfloat16 --sizes 1B --no-opacus \
   --tolerance 5e-2 --tag cuda_bf16 2>&1 | tee "$LOG/gpu_bench.log"
 bench_rc=${PIPESTATUS[0]}
 if [ -n "${OUT:-}" ]; then cp benchmarks/results/bench_scale_cuda_bf16.* "$OUT"/ 2>/dev/null || true; fi

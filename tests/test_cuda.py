@@ -95,7 +95,7 @@ def test_cuda_train_tracks_geffect_in_bf16(tmp_path):
     cmd = [sys.executable, "-m", "unlearning.train", "--method", "ga", "--output-dir", str(out), "--track-geffect",
            "--bf16", "--max-steps", "2", "--save-strategy", "no", "--geffect-probe-size", "8",
            "--disable-tqdm", "true", "--seed", "0"]
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=420)
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=270)
     assert proc.returncode == 0, f"{' '.join(cmd)}\n--- stderr\n{proc.stderr[-6000:]}"
     cfg = json.loads((out / "run_config.json").read_text())
     print(f"\n[cuda train] run_config: {json.dumps({k: cfg.get(k) for k in ('device', 'dtype', 'bf16')})}")
