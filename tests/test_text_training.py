@@ -83,7 +83,7 @@ def test_run_unlearning_datasets_errors(tok, tmp_path):
 
 def test_prepare_text_models_builds_once_and_caches(tok, tmp_path, monkeypatch):
     recipe = DefaultRecipe(vocab_size=300, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64,
-                           max_length=64, epochs=1, batch_size=4)
+                           max_length=64, max_epochs=1, batch_size=4)
     prepared = prepare_text_models("t-1", FORGET + RETAIN, RETAIN, recipe=recipe, chunk_length=64, cache_dir=tmp_path,
                                    progress=False)
     report = prepared.report()

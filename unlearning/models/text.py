@@ -25,6 +25,7 @@ the end (a killed run leaves no half-written cache)::
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -35,7 +36,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from unlearning.data import TextChunkDataset
+from unlearning.data import DataSource, TextChunkDataset
 from unlearning.models.training import fine_tune
 from unlearning.models.default import (
     DefaultRecipe,
@@ -95,6 +96,8 @@ def prepare_text_models(
     if not name or not all(ch.isalnum() or ch in "-_" for ch in name):
         raise ValueError(f"name must be letters, digits, '-' or '_' (it names a cache folder), got {name!r}")
     recipe = recipe or DefaultRecipe()
+    if recipe.max_length is None:  # positions for every chunk token
+        recipe = dataclasses.replace(recipe, max_length=chunk_length)
     if recipe.max_length < chunk_length:
         raise ValueError(f"recipe.max_length={recipe.max_length} is shorter than chunk_length={chunk_length}; the "
                          "model needs a position for every chunk token")
@@ -102,7 +105,8 @@ def prepare_text_models(
     if not target_texts or not retain_texts:
         raise ValueError("prepare_text_models needs texts for both models (target_texts and retain_texts)")
     tok_texts = [str(t) for t in tokenizer_texts] if tokenizer_texts is not None else target_texts + retain_texts
-    key = cache_key(_fingerprint(target_texts, retain_texts, tok_texts, chunk_length, packing), recipe)
+    key = cache_key(DataSource(name=f"text:{name}"), recipe,
+                    _fingerprint(target_texts, retain_texts, tok_texts, chunk_length, packing))
     cache_root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     final = cache_root / f"{name}-{key}"
     prepared = PreparedModels(final / "target", final / "retain", final / "tokenizer", final)
