@@ -410,16 +410,21 @@ def prepare_default_models(
         report = _build(td, recipe, tmp, progress)
         (tmp / "recipe.json").write_text(json.dumps(report["recipe"], indent=2))
         (tmp / "report.json").write_text(json.dumps(report, indent=2))
-        try:
-            os.replace(tmp, final)
-        except OSError:
-            if not _complete(final):  # a stale partial folder: replace it
-                shutil.rmtree(final, ignore_errors=True)
-                os.replace(tmp, final)
-            # else: another process finished the same build first; keep theirs
+        publish_build(tmp, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return prepared
+
+
+def publish_build(tmp: Path, final: Path) -> None:
+    """Move a finished build folder into the cache in one ``os.replace`` (a concurrent twin keeps its copy)."""
+    try:
+        os.replace(tmp, final)
+    except OSError:
+        if not _complete(final):  # a stale partial folder: replace it
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(tmp, final)
+        # else: another process finished the same build first; keep theirs
 
 
 def _build(td: TrainingData, recipe: DefaultRecipe, out: Path, progress: bool) -> dict[str, Any]:

@@ -46,6 +46,7 @@ from unlearning.models.default import (
     build_model,
     cache_key,
     default_cache_dir,
+    publish_build,
     train_tokenizer,
 )
 
@@ -145,13 +146,7 @@ def prepare_text_models(
                         len(data), report[f"{role}_final_loss"])
         (tmp / "recipe.json").write_text(json.dumps(recipe.to_dict(), indent=2, default=repr))
         (tmp / "report.json").write_text(json.dumps(report, indent=2))
-        try:
-            os.replace(tmp, final)
-        except OSError:
-            if not _complete(final):  # a stale partial folder: replace it
-                shutil.rmtree(final, ignore_errors=True)
-                os.replace(tmp, final)
-            # else: another process finished the same build first; keep theirs
+        publish_build(tmp, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return prepared
