@@ -338,7 +338,10 @@ def _ghost(model, ids, am, labels, dirs, loss_fn, cdtype) -> dict[str, torch.Ten
                     if canonical.get(id(p)) in dirs
                 }
                 if local_dirs:
-                    handles.append(module.register_forward_hook(state.make_hook(local_dirs), with_kwargs=True))
+                    # prepend: before FSDP2's post-forward hook, which reshards a module wrapped on its
+                    # own (e.g. the input embedding) and would leave the fallback sharded weights
+                    handles.append(module.register_forward_hook(state.make_hook(local_dirs), with_kwargs=True,
+                                                                prepend=True))
             with torch.enable_grad():
                 state.capturing = True
                 logits = model_logits(model, ids, am)  # (B, T, V)

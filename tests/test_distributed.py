@@ -176,16 +176,7 @@ def test_ddp_matches_one_process(setup):
     assert wa[0]["mean"] == pytest.approx(wb[0]["mean"], rel=1e-5)
 
 
-FSDP2_BROKEN = pytest.mark.xfail(
-    reason="FSDP2 G-effect tracking broke when the new default (tiny, untied) models and the engine's per-layer "
-           "dtype cast were merged: the RMSNorm fallback rule meets a still-sharded (DTensor) weight inside "
-           "torch.func.jvp ('mixed torch.Tensor and DTensor'); gathering it there runs but gives wrong step-1 "
-           "G-effects (rel err 0.9). Cause not isolated yet; the run fails loudly rather than report wrong values",
-    strict=False)
-
-
 @pytest.mark.slow
-@FSDP2_BROKEN
 def test_fsdp2_matches_one_process(setup):
     """torchrun + the Trainer's own --fsdp / --fsdp_config arguments on CPU (gloo): sharded
     parameters, G-effects, PG-effects, probe weights, the mask and evaluation as one process."""
@@ -199,7 +190,6 @@ def test_fsdp2_matches_one_process(setup):
 
 
 @pytest.mark.slow
-@FSDP2_BROKEN
 def test_fsdp2_accelerate_launch_checkpoint_resumes(setup):
     """accelerate launch with configs/accelerate/fsdp2_cpu.yaml; a checkpoint written under FSDP2
     resumes (AdamW state included), and replaying the FSDP2 checkpoints on the recorded batches
@@ -240,7 +230,6 @@ def _method_halves():
 
 
 @pytest.mark.slow
-@FSDP2_BROKEN
 @pytest.mark.parametrize("half", [0, 1])
 def test_fsdp2_every_method(half, setup):
     """Every objective unlearns one step under FSDP2 with G-effects, PG-effects, probe and token

@@ -1,5 +1,10 @@
 """The rule registry: exact module type -> ghost inner-product rule (see :mod:`geffect.rules`).
 
+Exact, not ``isinstance``: a subclass may change the forward (e.g. an embedding that scales its
+output), so it falls back to the general rule unless registered itself. The one exception is
+the class FSDP2 (``fully_shard``) and ``replicate`` swap in: ``FSDPEmbedding`` is
+``(FSDPModule, Embedding)`` with Embedding's forward, so it gets Embedding's rule.
+
 Rule modules import :func:`register_rule` from here, not from the package, so that
 ``geffect.rules`` can import them without an import cycle.
 """
@@ -28,9 +33,17 @@ def register_rule(*module_types: type) -> Callable[[Rule], Rule]:
     return wrap
 
 
+def _unwrapped_type(module: nn.Module) -> type:
+    """``type(module)`` without the wrapper classes torch.distributed puts first in its MRO."""
+    t = type(module)
+    while len(t.__bases__) == 2 and t.__bases__[0].__module__.startswith("torch.distributed."):
+        t = t.__bases__[1]  # FSDP<cls> = (FSDPModule, cls); Replicate<cls> likewise
+    return t
+
+
 def get_rule(module: nn.Module) -> Rule | None:
-    """The rule registered for ``type(module)``, or None (use the fallback)."""
-    return _RULES.get(type(module))
+    """The rule registered for the module's type (FSDP2's wrapper class unwrapped), or None (use the fallback)."""
+    return _RULES.get(_unwrapped_type(module))
 
 
 def registered_types() -> list[type]:

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import torch
 
+from geffect.distributed import is_sharded
 from geffect.groups import find_block_list
 from geffect.losses import answer_mask, compute_dtype, token_logprobs
 from unlearning.objectives.base import ForgetTerm, Objective, register
@@ -156,9 +157,17 @@ class RMU(Objective):
         """(h_l (B, T, d), model output) under this objective's ``activations`` convention."""
         layer = self.hparams["layer"]
         if self.hparams["activations"] == "block":
-            return block_output(model, batch, layer, grad=not reference)
-        out = hidden_states_output(model, batch, reference=reference)
-        return _layer_state(out, layer, self.name), out
+            h, out = block_output(model, batch, layer, grad=not reference)
+        else:
+            out = hidden_states_output(model, batch, reference=reference)
+            h = _layer_state(out, layer, self.name)
+        if not reference and h.requires_grad and is_sharded(model):
+            # FSDP2 (torch 2.13): when a module group is only partly in the backward graph - the final
+            # norm feeds hidden_states[-1] while the LM head's logits are unused - and a second forward
+            # (the retain term) uses all of it, the backward crashes (SIGSEGV). A zero-weighted use of
+            # one logit column puts the whole group in the graph; values and gradients are unchanged.
+            h = h + 0.0 * out.logits[..., :1].to(h.dtype).sum()
+        return h, out
 
     def forget_term(self, model, inputs, ref_model) -> ForgetTerm:
         batch = inputs["forget"]
