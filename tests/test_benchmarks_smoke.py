@@ -114,3 +114,13 @@ def test_bench_geffect_quick_with_opacus_rows():
 def test_bench_attribution_quick():
     out = _quick("bench_attribution")
     assert "same weights as cat+kthvalue: True" in out, out[-3000:]
+
+
+@pytest.mark.slow
+def test_bench_ranks_quick(tmp_path):
+    """1 process against 2 (DDP, FSDP2): the tracked values agree and every part has a cost."""
+    rows = load("bench_ranks").main(["--quick", "--output", str(tmp_path / "ranks")])
+    assert {(r["mode"], r["part"], r["clock"]) for r in rows} == {
+        (m, p, c) for m in ("ddp", "fsdp2") for p in ("geffect", "pg_effect") for c in ("cpu", "wall")}
+    assert all(0 <= r["rel_err"] <= 1e-4 and r["one_rank_s"] > 0 and r["two_ranks_s"] > 0 for r in rows)
+    assert (tmp_path / "ranks.md").read_text().startswith("| probe rows |")
