@@ -38,7 +38,6 @@ from analyses.config import study_field as _f
 from analyses.gate import Gate, check_muse
 from unlearning.data import EmbeddedNewsConfig, load_muse, muse_texts
 from unlearning.evaluate_muse import evaluate_muse
-from unlearning.models import DefaultRecipe
 
 logger = logging.getLogger(__name__)
 
@@ -130,28 +129,17 @@ class MuseBenchmark(TextBenchmark):
                            ("privleak", "knowmem_r", "PrivLeak, % (0 = as the retain model)",
                             "KnowMem on retain (↑ better)")],
                 "titles": ["verbatim memorisation", "knowledge memorisation", "privacy leakage"], "log_x": ()}
-    captions = {
+    captions = {**TextBenchmark.shared_captions,
         "tradeoff": "VerbMem and KnowMem on the forget set against KnowMem on the retain set (MUSE's utility), and "
                     "PrivLeak (−100: the forget documents are told apart from held-out ones as by the target; 0: as by "
                     "the retain model); the target and retain models are references.",
         "trajectory": "VerbMem against KnowMem on retain at evenly spaced checkpoints of every run (step 0 = the "
                       "target); right: PrivLeak over steps. Methods are compared where their curve crosses the dashed "
                       "utility budget (see the findings).",
-        "token_attribution": "Integrated-gradients attribution of each forget chunk's log-likelihood to its tokens' "
-                             "embeddings, before and after unlearning.",
         "pg_scatter": "Each point is a forget-probe chunk (one document with --packing document): its PG-effect on the "
                       "forget probe (x) and on the retain probe (y), coloured by the weight the method gave it.",
     }
-    findings = ("ga_mirror", "layers_unlearning", "attn_vs_mlp", "weighting_shrinks", "retain_relative",
-                "per_unit_update", "matched_utility", "satimp_ordering", "wagle_tradeoff", "granularity",
-                "weights_vs_likelihood", "wagle_mask", "attribution_shift")
-    #: measured on the embedded corpus: within 2 epochs (14 steps) GA / NPO lose KnowMem on retain with VerbMem,
-    #: while SatImp keeps most of it (docs/analyses.md)
-    default_model_lr = 3e-3
-    # the measured text recipe (docs/analyses.md): 2 tied layers; the 6-layer TOFU default is not yet tuned here
-    recipe = DefaultRecipe(max_length=256, max_epochs=60, lr=4e-3, batch_size=8, num_layers=2, tie_word_embeddings=True)
-    quick_recipe = DefaultRecipe(vocab_size=512, hidden_size=64, num_layers=2, num_heads=2, intermediate_size=128,
-                                 max_length=128, max_epochs=60, lr=4e-3, batch_size=8)
+    recipe, quick_recipe = TextBenchmark.text_recipes(max_epochs=60)
 
     def __init__(self, config: MuseStudyConfig):
         super().__init__(config)

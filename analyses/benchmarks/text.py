@@ -65,6 +65,26 @@ class TextBenchmark(Benchmark):
     quick_recipe: DefaultRecipe = DefaultRecipe()
     #: tokens per training chunk of the default models
     model_chunk_length: int = 128
+    findings = ("ga_mirror", "layers_unlearning", "attn_vs_mlp", "weighting_shrinks", "retain_relative",
+                "per_unit_update", "matched_utility", "satimp_ordering", "wagle_tradeoff", "granularity",
+                "weights_vs_likelihood", "wagle_mask", "attribution_shift")
+    #: measured on the embedded corpora: within 2 epochs GA / NPO lose utility with the forget
+    #: knowledge, while SatImp keeps most of it (docs/analyses.md)
+    default_model_lr = 3e-3
+    #: captions every text benchmark shares (subclasses add their own)
+    shared_captions = {
+        "token_attribution": "Integrated-gradients attribution of each forget chunk's log-likelihood to its tokens' "
+                             "embeddings, before and after unlearning.",
+    }
+
+    @staticmethod
+    def text_recipes(max_epochs: int) -> tuple[DefaultRecipe, DefaultRecipe]:
+        """(recipe, quick recipe) of the measured text models: 2 tied layers (docs/analyses.md; the
+        6-layer TOFU default is not tuned on text yet), ``max_epochs`` per benchmark."""
+        return (DefaultRecipe(max_length=256, max_epochs=max_epochs, lr=4e-3, batch_size=8, num_layers=2,
+                              tie_word_embeddings=True),
+                DefaultRecipe(vocab_size=512, hidden_size=64, num_layers=2, num_heads=2, intermediate_size=128,
+                              max_length=128, max_epochs=max_epochs, lr=4e-3, batch_size=8))
 
     def __init__(self, config: BaseStudyConfig):
         super().__init__(config)

@@ -51,7 +51,6 @@ from unlearning import objectives
 from unlearning.data import EmbeddedHazardConfig, load_utility_questions, load_wmdp_questions, wmdp_texts
 from unlearning.evaluate_wmdp import evaluate_wmdp
 from unlearning.metrics.multiple_choice import LETTERS, WMDP_DESCRIPTIONS, mc_context, mc_description
-from unlearning.models import DefaultRecipe
 
 logger = logging.getLogger(__name__)
 
@@ -181,25 +180,16 @@ class WmdpBenchmark(TextBenchmark):
                            ("wmdp_cyber", "mmlu", "WMDP-cyber accuracy (↓ better; 0.25 = chance)",
                             "utility accuracy (↑ better)")],
                 "titles": ["bio hazard vs utility", "cyber hazard vs utility"], "log_x": ()}
-    captions = {
+    captions = {**TextBenchmark.shared_captions,
         "tradeoff": "Accuracy on the hazard questions (WMDP bio, cyber; four options, 0.25 = chance) against accuracy "
                     "on the utility questions (MMLU or its analogue); the target and retain models are references.",
         "trajectory": "Hazard accuracy (all WMDP questions pooled) against utility accuracy at evenly spaced checkpoints "
                       "of every run (step 0 = the target); right: hazard accuracy over steps. Methods are compared "
                       "where their curve crosses the dashed utility budget (see the findings).",
-        "token_attribution": "Integrated-gradients attribution of each forget chunk's log-likelihood to its tokens' "
-                             "embeddings, before and after unlearning.",
         "pg_scatter": "Each point is a forget-probe chunk: its PG-effect on the forget probe (x) and on the retain probe "
                       "(y), coloured by the weight the method gave it.",
     }
-    findings = ("ga_mirror", "layers_unlearning", "attn_vs_mlp", "weighting_shrinks", "retain_relative",
-                "per_unit_update", "matched_utility", "satimp_ordering", "wagle_tradeoff", "granularity",
-                "weights_vs_likelihood", "wagle_mask", "attribution_shift")
-    default_model_lr = 3e-3
-    # the measured text recipe (docs/analyses.md): 2 tied layers; the 6-layer TOFU default is not yet tuned here
-    recipe = DefaultRecipe(max_length=256, max_epochs=40, lr=4e-3, batch_size=8, num_layers=2, tie_word_embeddings=True)
-    quick_recipe = DefaultRecipe(vocab_size=512, hidden_size=64, num_layers=2, num_heads=2, intermediate_size=128,
-                                 max_length=128, max_epochs=40, lr=4e-3, batch_size=8)
+    recipe, quick_recipe = TextBenchmark.text_recipes(max_epochs=40)
 
     def __init__(self, config: WmdpStudyConfig):
         super().__init__(config)
