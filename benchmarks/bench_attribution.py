@@ -35,49 +35,16 @@ import logging
 import os
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the benchmarks' shared helpers
+from _peak_memory import PeakMemory  # noqa: E402
 
 logger = logging.getLogger("bench_attribution")
 # torch and the library are imported inside the worker functions only: each measurement runs in
 # a fresh subprocess, and the driver process that launches them stays free of torch's memory.
-PAGE = os.sysconf("SC_PAGE_SIZE")
-
-
-class PeakRSS:
-    """Samples the resident set size of this process in a background thread."""
-
-    def __init__(self, interval: float = 1e-3):
-        self.interval, self.peak, self._stop = interval, 0, threading.Event()
-
-    @staticmethod
-    def current() -> int:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * PAGE
-
-    def __enter__(self):
-        self.start = self.current()
-        self.peak = self.start
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def _run(self):
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self.current())
-            time.sleep(self.interval)
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self.current())
-
-    @property
-    def delta(self) -> int:
-        return self.peak - self.start
 
 
 def _model(size: str):
@@ -122,7 +89,7 @@ def worker_attribution(kind: str, size: str, samples: int, bsz: int, T: int) -> 
     # warm-up (allocator, kernels) on one batch, not timed
     answer_nll(model_logits(model, forget[0]["input_ids"], None), forget[0]["labels"]).sum().backward()
     model.zero_grad(set_to_none=True)
-    with PeakRSS() as mem:
+    with PeakMemory(trim=False) as mem:
         t0 = time.perf_counter()
         if kind == "fwd_bwd":
             for b in forget + retain:
@@ -233,7 +200,7 @@ def worker_threshold(kind: str, per_tensor: int, n_tensors: int) -> dict:
     g = torch.Generator().manual_seed(0)
     scores = {f"t{i}": torch.rand(per_tensor, generator=g) for i in range(n_tensors)}
     N = per_tensor * n_tensors
-    with PeakRSS() as mem:
+    with PeakMemory(trim=False) as mem:
         t0 = time.perf_counter()
         if kind == "radix":
             mask = weight_mask(scores, 0.8)

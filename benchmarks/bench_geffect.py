@@ -34,13 +34,9 @@ numbers noisy: run on an idle machine for the record.
 from __future__ import annotations
 
 import argparse
-import ctypes
-import gc
 import logging
-import os
 import statistics
 import sys
-import threading
 import time
 import warnings
 from pathlib import Path
@@ -49,6 +45,8 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the benchmarks' shared helpers
+from _peak_memory import PeakMemory  # noqa: E402
 
 from geffect import parameter_groups, per_instance_dots
 from geffect.effect import flat_gradient
@@ -84,45 +82,6 @@ def make_batch(vocab: int, n: int, seq_len: int, seed: int = 0) -> dict[str, tor
     labels = ids.masked_fill(mask == 0, IGNORE_INDEX)
     labels[:, : min(16, seq_len // 4)] = IGNORE_INDEX
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
-
-
-class PeakRSS:
-    """Peak RSS increase (bytes) over the RSS at entry, sampled every ``interval`` seconds."""
-
-    def __init__(self, interval: float = 1e-3) -> None:
-        self.interval = interval
-        self.page = os.sysconf("SC_PAGE_SIZE")
-
-    def _rss(self) -> int:
-        with open("/proc/self/statm") as fh:
-            return int(fh.read().split()[1]) * self.page
-
-    def __enter__(self) -> "PeakRSS":
-        gc.collect()
-        try:
-            ctypes.CDLL("libc.so.6").malloc_trim(0)
-        except OSError:  # pragma: no cover - non-glibc
-            pass
-        self.start = self._rss()
-        self.peak = self.start
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self._rss())
-            time.sleep(self.interval)
-
-    def __exit__(self, *exc) -> None:
-        self.peak = max(self.peak, self._rss())
-        self._stop.set()
-        self._thread.join()
-
-    @property
-    def delta(self) -> int:
-        return self.peak - self.start
 
 
 def floor_step(model, batch, direction):
@@ -196,7 +155,7 @@ def opacus_matrix(model, batch, direction, groups) -> torch.Tensor:
 def timed(fn, repeats: int):
     times, peaks, out = [], [], None
     for _ in range(repeats):
-        with PeakRSS() as mem:
+        with PeakMemory() as mem:
             t0 = time.perf_counter()
             out = fn()
             times.append(time.perf_counter() - t0)

@@ -44,11 +44,8 @@ Writes ``benchmarks/results/bench_scale[_<tag>].json`` and ``.md`` (one table).
 from __future__ import annotations
 
 import argparse
-import ctypes
-import gc
 import json
 import logging
-import math
 import os
 import platform
 import resource
@@ -57,7 +54,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -65,6 +61,8 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the benchmarks' shared helpers
+from _peak_memory import PeakMemory  # noqa: E402
 
 from geffect.engine import model_logits, per_instance_dots  # noqa: E402
 from geffect.groups import parameter_groups  # noqa: E402
@@ -85,7 +83,6 @@ SIZES = {
 }
 METHODS = ("floor", "ghost", "loop", "opacus")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float64": torch.float64}
-PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 # --------------------------------------------------------------------------- model and data
@@ -126,54 +123,6 @@ def make_direction(model: torch.nn.Module, seed: int) -> dict[str, torch.Tensor]
 
 
 # --------------------------------------------------------------------------- measurement
-class PeakMemory:
-    """Peak memory of this process during a block: RSS sampled every millisecond (CPU) or
-    torch.cuda.max_memory_allocated (CUDA). ``peak``: absolute bytes; ``delta``: over the start."""
-
-    def __init__(self, device: str, interval: float = 1e-3) -> None:
-        self.cuda = device.startswith("cuda")
-        self.interval = interval
-
-    @staticmethod
-    def rss() -> int:
-        with open("/proc/self/statm") as fh:
-            return int(fh.read().split()[1]) * PAGE
-
-    def __enter__(self) -> "PeakMemory":
-        gc.collect()
-        if self.cuda:
-            torch.cuda.synchronize()
-            torch.cuda.empty_cache()
-            torch.cuda.reset_peak_memory_stats()
-            self.start = self.peak = torch.cuda.memory_allocated()
-            return self
-        try:
-            ctypes.CDLL("libc.so.6").malloc_trim(0)
-        except OSError:  # pragma: no cover - not glibc
-            pass
-        self.start = self.peak = self.rss()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self.rss())
-            time.sleep(self.interval)
-
-    def __exit__(self, *exc) -> None:
-        if self.cuda:
-            torch.cuda.synchronize()
-            self.peak = torch.cuda.max_memory_allocated()
-            return
-        self.peak = max(self.peak, self.rss())
-        self._stop.set()
-        self._thread.join()
-
-    @property
-    def delta(self) -> int:
-        return self.peak - self.start
 
 
 def floor_step(model, batch, direction, groups):

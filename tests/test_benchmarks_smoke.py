@@ -124,3 +124,23 @@ def test_bench_ranks_quick(tmp_path):
         (m, p, c) for m in ("ddp", "fsdp2") for p in ("geffect", "pg_effect") for c in ("cpu", "wall")}
     assert all(0 <= r["rel_err"] <= 1e-4 and r["one_rank_s"] > 0 and r["two_ranks_s"] > 0 for r in rows)
     assert (tmp_path / "ranks.md").read_text().startswith("| probe rows |")
+
+
+@pytest.mark.slow
+def test_bench_scale_quick():
+    """The large-model benchmark in its quick mode: ghost, loop and Opacus agree and every row is timed."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    stem = BENCH / "results" / "bench_scale_pytest"
+    try:
+        proc = subprocess.run([sys.executable, str(BENCH / "bench_scale.py"), "--quick", "--threads", "1", "--tag", "pytest"],
+                              capture_output=True, text=True, env=env, timeout=1200)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        assert stem.with_suffix(".json").is_file() and stem.with_suffix(".md").is_file()
+    finally:  # the committed results stay as they are
+        for suffix in (".json", ".md"):
+            stem.with_suffix(suffix).unlink(missing_ok=True)
+    out = proc.stdout + proc.stderr
+    for size in ("tiny", "small"):
+        assert f"{size}: ghost / floor = " in out, out[-3000:]
+        rows = [line for line in out.splitlines() if line.startswith(f"| {size} |")]
+        assert {line.split("|")[3].strip() for line in rows} >= {"floor", "ghost", "loop"}, rows
