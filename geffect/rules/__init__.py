@@ -18,14 +18,17 @@ Signature of a rule::
 direction already cast to the compute dtype (float32, or float64 for float64 models); only
 names with a direction are present. ``backprops`` is in the compute dtype too. Rules are
 registered for an **exact** module type with :func:`register_rule` (a subclass may override
-``forward`` with a different meaning of its inputs, so it is not matched implicitly);
-modules with no rule use :mod:`geffect.rules.fallback`.
+``forward`` with a different meaning of its inputs, so it is not matched implicitly), or for
+every type a matcher accepts with :func:`register_rule_matcher` (Hugging Face's Llama-style
+RMSNorm copies, recognised by their ``forward``); modules with no rule use
+:mod:`geffect.rules.fallback`.
 """
 from __future__ import annotations
 
 # Importing the rule modules runs their registration decorators.
 from geffect.rules import conv1d, embedding, linear, norm  # noqa: F401
 from geffect.rules.fallback import fallback_tangents
-from geffect.rules.registry import Rule, batch_sum, get_rule, register_rule, registered_types
+from geffect.rules.registry import Rule, batch_sum, get_rule, register_rule, register_rule_matcher, registered_types
 
-__all__ = ["Rule", "batch_sum", "fallback_tangents", "get_rule", "register_rule", "registered_types"]
+__all__ = ["Rule", "batch_sum", "fallback_tangents", "get_rule", "register_rule", "register_rule_matcher",
+           "registered_types"]

@@ -3,7 +3,9 @@
 Exact, not ``isinstance``: a subclass may change the forward (e.g. an embedding that scales its
 output), so it falls back to the general rule unless registered itself. The one exception is
 the class FSDP2 (``fully_shard``) and ``replicate`` swap in: ``FSDPEmbedding`` is
-``(FSDPModule, Embedding)`` with Embedding's forward, so it gets Embedding's rule.
+``(FSDPModule, Embedding)`` with Embedding's forward, so it gets Embedding's rule. Families of
+classes that are copies of one another can be covered by a matcher (:func:`register_rule_matcher`)
+that checks what the class computes.
 
 Rule modules import :func:`register_rule` from here, not from the package, so that
 ``geffect.rules`` can import them without an import cycle.
@@ -15,11 +17,13 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-__all__ = ["Rule", "batch_sum", "get_rule", "register_rule", "registered_types"]
+__all__ = ["Rule", "batch_sum", "get_rule", "register_rule", "register_rule_matcher", "registered_types"]
 
 Rule = Callable[[nn.Module, tuple, torch.Tensor, dict[str, torch.Tensor]], dict[str, torch.Tensor]]
 
 _RULES: dict[type, Rule] = {}
+_MATCHERS: list[tuple[Callable[[type], bool], Rule]] = []
+_MATCHED: dict[type, Rule | None] = {}  # module type -> the matcher's rule (or None), decided once per type
 
 
 def register_rule(*module_types: type) -> Callable[[Rule], Rule]:
@@ -28,9 +32,22 @@ def register_rule(*module_types: type) -> Callable[[Rule], Rule]:
     def wrap(rule: Rule) -> Rule:
         for t in module_types:
             _RULES[t] = rule
+        _MATCHED.clear()
         return rule
 
     return wrap
+
+
+def register_rule_matcher(matches: Callable[[type], bool], rule: Rule) -> Rule:
+    """Use ``rule`` for every module type ``matches(type)`` accepts and no exact rule covers.
+
+    For families of classes that are copies of one another (Hugging Face defines one RMSNorm
+    class per model family, most with Llama's forward): the matcher must check that the forward
+    really computes what the rule assumes. Decided once per type.
+    """
+    _MATCHERS.append((matches, rule))
+    _MATCHED.clear()
+    return rule
 
 
 def _unwrapped_type(module: nn.Module) -> type:
@@ -42,8 +59,15 @@ def _unwrapped_type(module: nn.Module) -> type:
 
 
 def get_rule(module: nn.Module) -> Rule | None:
-    """The rule registered for the module's type (FSDP2's wrapper class unwrapped), or None (use the fallback)."""
-    return _RULES.get(_unwrapped_type(module))
+    """The rule for the module's type (FSDP2's wrapper class unwrapped): an exact registration,
+    else the first matcher that accepts the type, else None (use the fallback)."""
+    t = _unwrapped_type(module)
+    rule = _RULES.get(t)
+    if rule is None:
+        if t not in _MATCHED:
+            _MATCHED[t] = next((r for matches, r in _MATCHERS if matches(t)), None)
+        rule = _MATCHED[t]
+    return rule
 
 
 def registered_types() -> list[type]:
