@@ -10,8 +10,9 @@ to OUT for the test to compare with one process.
 Layouts: ``blocks`` (each decoder layer and the root, as in the FSDP2 docs), ``accelerate``
 (what ``accelerate``'s FSDP2 preparation builds for an untied model: the input embedding on its
 own, each layer, the final norm with the LM head as one unit kept gathered after forward, the
-root) and ``norms`` (every RMSNorm its own unit, resharded right after its forward: the general
-fallback rule then meets a module whose weights FSDP2 frees when its forward ends).
+root) and ``norms`` (every RMSNorm its own unit, resharded right after its forward) and ``fallback_norms``
+(the same with a renamed RMSNorm class that no rule matches: the general forward-mode fallback
+then meets a module whose weights FSDP2 frees when its forward ends).
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ import torch.distributed as dist
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import fully_shard
 from torch.distributed.tensor import Shard, distribute_tensor
+from transformers.models.llama.modeling_llama import LlamaRMSNorm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -30,7 +32,11 @@ from geffect.engine import per_instance_dots  # noqa: E402
 from geffect.rules import get_rule  # noqa: E402
 from sharded_attribution_common import calibration, tiny_model  # noqa: E402
 
-LAYOUTS = ("blocks", "accelerate", "norms")
+LAYOUTS = ("blocks", "accelerate", "norms", "fallback_norms")
+
+
+class FallbackRMSNorm(LlamaRMSNorm):
+    """LlamaRMSNorm under another name: no rule matches it, so the forward-mode fallback runs."""
 
 
 def direction(model) -> dict[str, torch.Tensor]:
@@ -42,9 +48,11 @@ def direction(model) -> dict[str, torch.Tensor]:
 def shard(model, layout: str, mesh) -> None:
     if layout == "accelerate":
         fully_shard(model.model.embed_tokens, mesh=mesh)
-    if layout == "norms":
+    if layout in ("norms", "fallback_norms"):
         for m in model.modules():
-            if type(m).__name__ == "LlamaRMSNorm":
+            if isinstance(m, LlamaRMSNorm):
+                if layout == "fallback_norms":
+                    m.__class__ = FallbackRMSNorm
                 fully_shard(m, mesh=mesh, reshard_after_forward=True)
     for layer in model.model.layers:
         fully_shard(layer, mesh=mesh)
@@ -68,6 +76,8 @@ def main(out: Path) -> None:
         if layout == "accelerate":  # FSDPEmbedding = (FSDPModule, Embedding) keeps Embedding's rule
             embed = model.model.embed_tokens
             results["embedding_rule"] = (type(embed).__name__, get_rule(embed) is get_rule(torch.nn.Embedding(2, 2)))
+        if layout in ("norms", "fallback_norms"):  # rule or fallback, as the layout intends
+            results[f"{layout}_rule"] = get_rule(model.model.norm) is not None
         assert all(type(p).__name__ == "DTensor" for p in params.values()), layout
         sharded = {n: distribute_tensor(d, mesh, [Shard(0)]) for n, d in full_dir.items()}
         groups = {n: [n] for n in params}

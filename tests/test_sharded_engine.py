@@ -1,11 +1,12 @@
 """The ghost engine on FSDP2-sharded models: two CPU processes (torchrun, gloo) give the same
 per-instance, per-parameter inner products as the one-process loop reference.
 
-The driver (tests/sharded_engine_driver.py) shards a float64 tiny untied Llama in three layouts
+The driver (tests/sharded_engine_driver.py) shards a float64 tiny untied Llama in four layouts
 (decoder blocks only; accelerate's layout with the input embedding on its own and the final
-norm + LM head as one unit; every RMSNorm on its own) and gives each rank its own rows. The
-layouts with modules wrapped on their own are the ones that broke: FSDP2 frees such a module's
-weights in its post-forward hook, and its wrapper class (``FSDPEmbedding``) hid the embedding's rule.
+norm + LM head as one unit; every RMSNorm on its own, once with its rule and once through the
+fallback) and gives each rank its own rows. The layouts with modules wrapped on their own are
+the ones that broke: FSDP2 frees such a module's weights in its post-forward hook, and its
+wrapper class (``FSDPEmbedding``) hid the embedding's rule.
 """
 from __future__ import annotations
 
@@ -64,3 +65,7 @@ def test_fsdp_wrapper_class_keeps_the_rule(sharded):
     """fully_shard swaps the module's class for FSDP<class>; the exact-type rule lookup sees through it
     (else the embedding would go through the slower forward-mode fallback)."""
     assert sharded["embedding_rule"] == ("FSDPEmbedding", True)
+
+
+def test_layouts_exercise_the_rule_and_the_fallback(sharded):
+    assert sharded["norms_rule"] is True and sharded["fallback_norms_rule"] is False
