@@ -338,3 +338,22 @@ def test_retain_term_holds_out_the_evaluated_retain_rows(tmp_path, tiny_prepared
     assert not set(first2.questions) & set(source.load_split("retain_perturbed")["question"][:2])
     _, _, everything = build_datasets(_args(tmp_path, retain_holdout="none"), tok, model, data=source)
     assert everything.questions == list(all_retain)
+
+
+def test_gradient_checkpointing_tracks_the_same_geffects(tmp_path, tiny_prepared):
+    """--gradient_checkpointing (what 1B-8B runs use) recomputes activations in the training backward;
+    the gradient - hence every tracked G-effect and PG-effect - is the same, and the ghost pass (eval
+    mode, where Hugging Face models do not checkpoint) still sees every layer's inputs."""
+    from geffect import GEffectTracker
+
+    tables = {}
+    for gc in (False, True):
+        out = tmp_path / f"gc-{gc}"
+        res = _run(out, tiny_prepared, method="npo", max_steps=2, gradient_checkpointing=gc, track_geffect=True,
+                   geffect_probe_size=4, pg_effect=True)
+        assert res.trainer.model.is_gradient_checkpointing == gc
+        record = GEffectTracker.load(out / "analysis")
+        tables[gc] = (record.table(view=None), record.pg_table(view=None))
+    for a, b in zip(tables[True], tables[False]):
+        assert len(a) == len(b) > 0
+        assert torch.allclose(torch.tensor(a["value"].to_numpy()), torch.tensor(b["value"].to_numpy()), rtol=1e-6, atol=1e-9)
