@@ -23,8 +23,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-__all__ = ["broadcast_object", "fsdp_modules", "full_tensor", "gathered_parameters", "gather_objects", "gather_rows", "is_distributed", "is_dtensor",
-           "is_sharded", "local_tensor", "rank_world", "reshard", "shard_positions", "sum_across_ranks"]
+__all__ = ["broadcast_object", "fsdp_modules", "full_tensor", "gathered_parameters", "gather_objects", "gather_rows",
+           "is_distributed", "is_dtensor", "is_sharded", "local_tensor", "max_over_ranks", "rank_world", "reshard",
+           "shard_positions", "sum_across_ranks"]
 
 
 def is_distributed() -> bool:
@@ -127,6 +128,15 @@ def gather_objects(obj: Any) -> list[Any] | None:
     out: list[Any] | None = [None] * world if rank == 0 else None
     dist.gather_object(obj, out, dst=0)
     return out
+
+
+def max_over_ranks(value: int) -> int:
+    """The largest ``value`` held by any rank, on every rank. Collective (a no-op in one process)."""
+    if not is_distributed():
+        return value
+    values: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(values, int(value))
+    return max(values)
 
 
 def broadcast_object(obj: Any) -> Any:

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import re
 from collections import OrderedDict
@@ -45,7 +46,8 @@ import torch
 from torch import nn
 
 from geffect.batches import concat_batches, select_rows, to_cpu
-from geffect.distributed import broadcast_object, gather_objects, is_sharded, rank_world, shard_positions
+from geffect.distributed import (broadcast_object, gather_objects, is_sharded, max_over_ranks, rank_world,
+                                 shard_positions, sum_across_ranks)
 from geffect.io import atomic_path, atomic_write_json, atomic_write_parquet
 from geffect.effect import GEffectResult, direction_norm, risk_gradient
 from geffect.engine import per_instance_dots
@@ -241,6 +243,13 @@ class GEffectTracker(GEffectRecord):
     same probes, and calls :meth:`track` / :meth:`track_instance_effect` at the same steps):
     rank r computes the rows of probe instances r, r + W, ...; rank 0 gathers them, writes and
     returns the full results, the other ranks return ``{}``. Construction is then a collective.
+
+    ``rows_per_pass``: at most this many probe rows per forward and backward (default: all of a
+    rank's rows in one pass). Rows are independent, so the values do not change (up to float
+    rounding of the probe-risk gradient, which is summed over the passes); memory falls to that
+    of ``rows_per_pass`` rows, for models where the whole probe set does not fit beside the
+    training step. Under FSDP2 a pass is a collective, so every rank runs the largest rank's
+    number of passes (a rank out of rows runs one row and drops it).
     """
 
     def __init__(
@@ -252,10 +261,14 @@ class GEffectTracker(GEffectRecord):
         engine: str = "ghost",
         coarse: str | None = "thirds",
         distributed: bool = False,
+        rows_per_pass: int | None = None,
     ) -> None:
         super().__init__(output_dir)
         if not probes:
             raise ValueError("give at least one probe set, e.g. probes={'forget': batch, 'retain': batch}")
+        if rows_per_pass is not None and rows_per_pass < 1:
+            raise ValueError(f"rows_per_pass must be None (all rows in one pass) or >= 1, got {rows_per_pass}")
+        self.rows_per_pass = rows_per_pass
         self.probes = dict(probes)
         self.engine = engine
         self.coarse = coarse
@@ -406,9 +419,22 @@ class GEffectTracker(GEffectRecord):
     def _shard(self, probe: str) -> list[int]:
         return shard_positions(len(self.instance_ids[probe]), self.rank, self.world)
 
+    def _passes(self, model: nn.Module, rows: int) -> list[range]:
+        """Row ranges of the forward/backward passes over ``rows`` local rows (see ``rows_per_pass``).
+
+        Under FSDP2 every rank gets the largest rank's number of passes (a collective); trailing
+        ranges are then empty on ranks with fewer rows.
+        """
+        count = 1 if not self.rows_per_pass else max(1, math.ceil(rows / self.rows_per_pass))
+        if self.rows_per_pass and self.world > 1 and is_sharded(model):
+            count = max_over_ranks(count)
+        size = math.ceil(rows / count) if rows else 0
+        return [range(min(rows, k * size), min(rows, (k + 1) * size)) for k in range(count)]
+
     def _local_dots(self, model: nn.Module, batches: Mapping[str, Mapping[str, torch.Tensor]], direction, groups,
                     positions: Mapping[str, Sequence[int] | None], loss: str) -> dict[str, torch.Tensor]:
-        """Rows ``positions[name]`` (None: every row) of each batch, in **one** forward and backward.
+        """Rows ``positions[name]`` (None: every row) of each batch, in one forward and backward
+        (or ``rows_per_pass`` rows at a time).
 
         The probe sets' rows are concatenated (right-padded to the longest; rows are independent
         in eval mode, so each row's values do not depend on its neighbours), which halves the
@@ -418,20 +444,26 @@ class GEffectTracker(GEffectRecord):
         local = {k: b if positions[k] is None else select_rows(b, positions[k]) for k, b in batches.items()}
         sizes = {k: int(b["input_ids"].shape[0]) for k, b in local.items()}
         nonempty = [local[k] for k in local if sizes[k]]
-        idle = not nonempty and is_sharded(model)
-        if idle:  # an FSDP2 forward is a collective: a rank without instances runs one row and drops it
-            nonempty = [select_rows(next(iter(batches.values())), [0])]
-        if not nonempty:
+        if len(nonempty) > 1:
+            merged = concat_batches([{k: v for k, v in b.items() if k != "index"} for b in nonempty])
+        else:
+            merged = nonempty[0] if nonempty else None
+        total = sum(sizes.values())
+        sharded = is_sharded(model)
+        parts = []
+        for rows in self._passes(model, total):
+            if len(rows):
+                chunk = merged if len(rows) == total else select_rows(merged, list(rows))
+                parts.append(per_instance_dots(model, chunk, direction, loss=loss, groups=groups, engine=self.engine))
+            elif sharded:  # an FSDP2 forward is a collective: a rank out of rows runs one row and drops it
+                per_instance_dots(model, select_rows(next(iter(batches.values())), [0]), direction, loss=loss,
+                                  groups=groups, engine=self.engine)
+        if parts:
+            matrix = torch.cat(parts) if len(parts) > 1 else parts[0]
+        else:  # no rows here: the (0, G) matrix, without a pass
             matrix = per_instance_dots(model, next(iter(local.values())), direction, loss=loss, groups=groups,
                                        engine=self.engine)
-        elif len(nonempty) == 1:
-            matrix = per_instance_dots(model, nonempty[0], direction, loss=loss, groups=groups, engine=self.engine)
-        else:
-            merged = concat_batches([{k: v for k, v in b.items() if k != "index"} for b in nonempty])
-            matrix = per_instance_dots(model, merged, direction, loss=loss, groups=groups, engine=self.engine)
         matrix = matrix.float() if matrix.dtype != torch.float64 else matrix  # (sum n_r, G_all)
-        if idle:
-            matrix = matrix[:0]
         out, start = {}, 0
         for k, n in sizes.items():
             out[k] = matrix[start:start + n]
@@ -512,12 +544,28 @@ class GEffectTracker(GEffectRecord):
         share of the instance mean and the shares are summed, so every rank gets the whole."""
         batch = self.probes[probe]
         n = len(self.instance_ids[probe])
-        if self.world == 1:
+        if self.world == 1 and not self.rows_per_pass:
             return risk_gradient(model, batch)
-        positions = self._shard(probe)
-        if not positions:  # no share: a zero contribution (still a collective under FSDP2)
-            return risk_gradient(model, select_rows(batch, [0]), total=n, sum_ranks=True, scale=0.0)
-        return risk_gradient(model, select_rows(batch, positions), total=n, sum_ranks=True)
+        positions = self._shard(probe) if self.world > 1 else list(range(n))
+        sharded = is_sharded(model)
+        total: dict[str, torch.Tensor] | None = None
+        for rows in self._passes(model, len(positions)):
+            idle = not len(rows)  # no rows left here: a zero contribution (a collective under FSDP2)
+            chunk = select_rows(batch, [0] if idle else [positions[i] for i in rows])
+            if idle and not sharded:
+                continue
+            # FSDP2 sums over ranks inside each pass; plain models sum once, after the last pass
+            part = risk_gradient(model, chunk, total=n, sum_ranks=sharded, scale=0.0 if idle else 1.0)
+            if total is None:
+                total = part
+            else:
+                for name, g in part.items():
+                    total[name] += g
+        if total is None:  # plain model, no rows on this rank: zeros, then the sum over ranks
+            total = risk_gradient(model, select_rows(batch, [0]), total=n, scale=0.0)
+        if self.world > 1 and not sharded:
+            sum_across_ranks(total)
+        return total
 
     def track_instance_effect(
         self,

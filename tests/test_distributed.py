@@ -157,8 +157,9 @@ def setup(tmp_path_factory, tiny_prepared):
 @pytest.mark.slow
 def test_ddp_matches_one_process(setup):
     ddp = setup["root"] / "ddp"
+    # two probe rows per tracking pass on each rank (the 1-process reference runs all rows at once)
     out = _torchrun(setup["driver"], setup["target"], EVAL, "--output_dir", str(ddp), "--per_device_train_batch_size",
-                    "2", "--mask", setup["mask_path"], *COMMON)
+                    "2", "--mask", setup["mask_path"], *COMMON, "--geffect_rows_per_pass", "2")
     assert "PARAMETER TYPE Parameter" in out
     cfg = json.loads((ddp / "run_config.json").read_text())
     assert cfg["world_size"] == 2 and cfg["global_batch_size"] == 4 and cfg["per_device_train_batch_size"] == 2
@@ -222,7 +223,10 @@ def test_fsdp2_accelerate_launch_checkpoint_resumes(setup):
     args = ["--output_dir", str(out), "--per_device_train_batch_size", "2", "--method", "npo", "--retain_loss", "none",
             "--learning_rate", "1e-3", "--warmup_steps", "0", "--shuffle", "false", "--save_strategy", "steps",
             "--save_steps", "1", "--save_total_limit", "5", "--track_geffect", "--geffect_probe_size", "5",
-            "--pg_effect", "--max_length", "128", "--disable_tqdm", "true", "--seed", "0"]
+            "--pg_effect", "--max_length", "128", "--disable_tqdm", "true", "--seed", "0",
+            # 2 probe rows per pass: rank 0 holds 6 probe rows, rank 1 holds 4, so rank 1 runs an idle
+            # third pass (FSDP2 passes are collectives); the replay runs every row in one pass
+            "--geffect_rows_per_pass", "2"]
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
               str(REPO / "configs" / "accelerate" / "fsdp2_cpu.yaml"), str(setup["driver"]), setup["target"], "{}"]
     assert "PARAMETER TYPE DTensor" in _run([*launch, *args, "--max_steps", "1"])

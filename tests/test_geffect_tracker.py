@@ -115,3 +115,41 @@ def test_replay_files_note_truncate_clear(tmp_path, setup):
     assert record.batch_steps == [1] and record.steps == [1]
     record.clear()
     assert not list((tmp_path / "geffect").iterdir())
+
+
+@pytest.mark.parametrize("rows_per_pass", [1, 2, 4])
+def test_rows_per_pass_gives_the_same_values(tmp_path, setup, rows_per_pass, monkeypatch):
+    """G-effects and PG-effects computed a few probe rows per pass equal the one-pass values (float64:
+    rows are independent; only the summation order of the probe-risk gradient changes), with
+    ceil(rows / rows_per_pass) passes."""
+    import geffect.tracker as tracker_module
+
+    model, probes = setup
+    model64 = tiny_causal_lm("llama", layers=3, dtype=torch.float64)
+    unlearn = random_batch(model.config.vocab_size, batch_size=3, seed=5)
+    d = random_direction(model64, seed=6)
+    results = {}
+    calls = []
+    real = tracker_module.per_instance_dots
+    monkeypatch.setattr(tracker_module, "per_instance_dots",
+                        lambda m, batch, *a, **k: calls.append(int(batch["input_ids"].shape[0])) or real(m, batch, *a, **k))
+    for rpp in (None, rows_per_pass):
+        calls.clear()
+        tracker = GEffectTracker(tmp_path / str(rpp), probes, rows_per_pass=rpp)
+        results[rpp] = (tracker.track(1, model64, d), tracker.track_instance_effect(1, model64, unlearn))
+        if rpp is not None:  # 5 probe rows (3 forget + 2 retain), then 3 unlearning rows per probe set
+            assert calls == [len(r) for r in _chunks(5, rpp)] + [len(r) for r in _chunks(3, rpp)] * 2
+            assert max(calls) <= rpp
+    for one, many in zip(results[None], results[rows_per_pass]):
+        for probe in probes:
+            a, b = one[probe].matrix, many[probe].matrix
+            assert a.dtype == torch.float64 and a.shape == b.shape
+            assert float((a - b).norm() / a.norm()) < 1e-12, probe
+    with pytest.raises(ValueError, match="rows_per_pass"):
+        GEffectTracker(tmp_path / "bad", probes, rows_per_pass=0)
+
+
+def _chunks(n: int, size: int) -> list[range]:
+    count = -(-n // size)
+    step = -(-n // count)
+    return [range(k * step, min(n, (k + 1) * step)) for k in range(count)]

@@ -162,6 +162,12 @@ class UnlearningArguments(TrainingArguments):
         metadata={"help": "With --track-geffect, record the objective's token and instance weights on the forget probe "
                   "at every tracked step (analysis/geffect/probe_*_weights step tables)."},
     )
+    geffect_rows_per_pass: int | None = field(
+        default=None,
+        metadata={"help": "With --track-geffect, at most this many probe rows per tracking forward/backward (default: "
+                  "all of a process's rows at once). Same values; lower it when the tracking pass does not fit in "
+                  "memory beside the training step (1B-8B models)."},
+    )
     geffect_record_batches: bool = field(
         default=True,
         metadata={"help": "With --track-geffect, store each tracked step's micro-batches and the probe sets "
@@ -213,6 +219,9 @@ class UnlearningArguments(TrainingArguments):
             raise ValueError(f"geffect_every must be >= 1, got {self.geffect_every}")
         if self.geffect_probe_size < 1:
             raise ValueError(f"geffect_probe_size must be >= 1, got {self.geffect_probe_size}")
+        if self.geffect_rows_per_pass is not None and self.geffect_rows_per_pass < 1:
+            raise ValueError(f"geffect_rows_per_pass must be >= 1 (or unset: all rows in one pass), got "
+                             f"{self.geffect_rows_per_pass}")
         if self.retain_holdout not in ("eval", "none"):
             raise ValueError(f"retain_holdout must be 'eval' or 'none', got {self.retain_holdout!r}")
         if self.geffect_groups not in ("layers", "modules"):

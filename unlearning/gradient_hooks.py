@@ -311,7 +311,8 @@ class GEffectCallback(TrainerCallback):
             writes into ``<output_dir>/analysis/geffect/``.
         pg_effect: False, ``"batch"`` (True) or ``"probe"``.
         probe_weights: record the objective's weights on the forget probe.
-        groups, engine, coarse: as in :class:`geffect.GEffectTracker`.
+        groups, engine, coarse, rows_per_pass: as in :class:`geffect.GEffectTracker` (``rows_per_pass``:
+            at most this many probe rows per tracking forward/backward; default all at once).
         trainer, objective, ref_model, unlearn_key: see above.
         record_batches: store each tracked step's micro-batches for a replay.
     """
@@ -332,6 +333,7 @@ class GEffectCallback(TrainerCallback):
         ref_model: nn.Module | None = None,
         unlearn_key: str | None = "forget",
         record_batches: bool = False,
+        rows_per_pass: int | None = None,
     ):
         if isinstance(probes, Trainer) or extra_positional:  # the earlier GEffectCallback(trainer, probes) form
             raise TypeError("GEffectCallback takes the probe sets first and the trainer as a keyword: "
@@ -356,6 +358,9 @@ class GEffectCallback(TrainerCallback):
         self.ref_model = ref_model
         self.unlearn_key = unlearn_key
         self.record_batches = record_batches
+        if rows_per_pass is not None and rows_per_pass < 1:
+            raise ValueError(f"rows_per_pass must be None (all rows in one pass) or >= 1, got {rows_per_pass}")
+        self.rows_per_pass = rows_per_pass
         self.trainer: Trainer | None = None
         self._tracker: GEffectTracker | None = None
         self._micro: list[Any] = []  # the micro-batch inputs of the current tracked step
@@ -415,7 +420,8 @@ class GEffectCallback(TrainerCallback):
             probes = {k: {n: t.to(device) if isinstance(t, torch.Tensor) and n != "index" else t for n, t in b.items()}
                       for k, b in self.probes.items()}
             self._tracker = GEffectTracker(self.output_dir, probes, groups=self.groups, engine=self.engine,
-                                           coarse=self.coarse, distributed=is_distributed())
+                                           coarse=self.coarse, distributed=is_distributed(),
+                                           rows_per_pass=self.rows_per_pass)
             if self.record_batches:
                 self._tracker.save_probes()
         return self._tracker

@@ -268,7 +268,8 @@ def run_unlearning(
         groups = module_groups(model) if args.geffect_groups == "modules" else None
         trainer.add_callback(GEffectCallback(probes, every=args.geffect_every, pg_effect=pg,
                                              probe_weights=args.probe_weights, groups=groups,
-                                             record_batches=args.geffect_record_batches))
+                                             record_batches=args.geffect_record_batches,
+                                             rows_per_pass=args.geffect_rows_per_pass))
     for cb in callbacks or []:
         trainer.add_callback(cb)
 
