@@ -544,10 +544,10 @@ class GEffectTracker(GEffectRecord):
         share of the instance mean and the shares are summed, so every rank gets the whole."""
         batch = self.probes[probe]
         n = len(self.instance_ids[probe])
-        if self.world == 1 and not self.rows_per_pass:
+        sharded = is_sharded(model)
+        if self.world == 1 and not self.rows_per_pass and not sharded:
             return risk_gradient(model, batch)
         positions = self._shard(probe) if self.world > 1 else list(range(n))
-        sharded = is_sharded(model)
         total: dict[str, torch.Tensor] | None = None
         for rows in self._passes(model, len(positions)):
             idle = not len(rows)  # no rows left here: a zero contribution (a collective under FSDP2)

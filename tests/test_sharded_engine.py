@@ -69,3 +69,15 @@ def test_fsdp_wrapper_class_keeps_the_rule(sharded):
 
 def test_layouts_exercise_the_rule_and_the_fallback(sharded):
     assert sharded["norms_rule"] is True and sharded["fallback_norms_rule"] is False
+
+
+def test_tracker_on_a_one_process_fsdp2_model(tmp_path):
+    """FSDP2 with one rank: G-effects and PG-effects (the probe-risk gradient is a sharded backward)
+    equal the unsharded model's, with all rows in one pass and two rows per pass."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO), TOKENIZERS_PARALLELISM="false")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1",
+           str(REPO / "tests" / "fsdp_one_process_driver.py"), str(tmp_path)]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, f"{' '.join(cmd)}\n--- stderr\n{proc.stderr[-6000:]}"
+    errors = torch.load(tmp_path / "errors.pt")
+    assert set(errors) == {None, 2} and all(e < 1e-12 for e in errors.values()), errors
