@@ -26,8 +26,28 @@ from geffect.testing import FAMILIES, random_batch, random_direction, tiny_causa
 
 
 def fro(a: torch.Tensor, ref: torch.Tensor) -> float:
-    a, ref = a.double(), ref.double()
+    a, ref = a.double().cpu(), ref.double().cpu()
     return float((a - ref).norm() / ref.norm())
+
+
+def spy_autocast_in_rules(monkeypatch, device_type: str) -> list[bool]:
+    """Wrap every ghost rule so that it records whether autocast is on while it runs; returns the record."""
+    seen: list[bool] = []
+    get_rule = engine.get_rule
+
+    def spying_get_rule(module):
+        rule = get_rule(module)
+        if rule is None:
+            return None
+
+        def wrapped(*args):
+            seen.append(torch.is_autocast_enabled(device_type))
+            return rule(*args)
+
+        return wrapped
+
+    monkeypatch.setattr(engine, "get_rule", spying_get_rule)
+    return seen
 
 
 def setup(family: str, seed: int = 0):
@@ -67,21 +87,7 @@ def test_autocast_ghost_matches_loop_and_rules_run_in_float32(family, monkeypatc
     hooks switch it off so their products stay float32."""
     m64, batch, d = setup(family)
     m32 = copy.deepcopy(m64).float()
-    seen = []
-    get_rule = engine.get_rule
-
-    def spying_get_rule(module):
-        rule = get_rule(module)
-        if rule is None:
-            return None
-
-        def wrapped(*args):
-            seen.append(torch.is_autocast_enabled("cpu"))
-            return rule(*args)
-
-        return wrapped
-
-    monkeypatch.setattr(engine, "get_rule", spying_get_rule)
+    seen = spy_autocast_in_rules(monkeypatch, "cpu")
     with torch.autocast("cpu", dtype=torch.bfloat16):
         ghost = per_instance_dots(m32, batch, d)
         loop = per_instance_dots(m32, batch, d, engine="loop")

@@ -22,26 +22,15 @@ from pathlib import Path
 import pytest
 import torch
 
-import geffect.engine as engine
 from geffect.engine import per_instance_dots
-from geffect.testing import random_batch, random_direction, tiny_causal_lm
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from test_bf16 import fro, setup, spy_autocast_in_rules  # noqa: E402  (the CPU twins of these tests)
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def fro(a: torch.Tensor, ref: torch.Tensor) -> float:
-    a, ref = a.double().cpu(), ref.double().cpu()
-    return float((a - ref).norm() / ref.norm())
-
-
-def setup(family: str = "llama", seed: int = 0):
-    m64 = tiny_causal_lm(family, vocab_size=64, hidden=64, layers=2, dtype=torch.float64, seed=seed).eval()
-    batch = random_batch(64, batch_size=6, seq_len=24, seed=seed + 1)
-    direction = random_direction(m64, seed=seed + 2)
-    return m64, batch, direction
 
 
 @pytest.mark.parametrize("family", ["llama", "gpt2", "qwen2"])
@@ -61,21 +50,7 @@ def test_cuda_bf16_ghost_matches_loop(family):
 def test_cuda_autocast_rules_in_float32(monkeypatch):
     m64, batch, d = setup("llama")
     m32 = copy.deepcopy(m64).to("cuda", torch.float32)
-    seen = []
-    get_rule = engine.get_rule
-
-    def spying_get_rule(module):
-        rule = get_rule(module)
-        if rule is None:
-            return None
-
-        def wrapped(*args):
-            seen.append(torch.is_autocast_enabled("cuda"))
-            return rule(*args)
-
-        return wrapped
-
-    monkeypatch.setattr(engine, "get_rule", spying_get_rule)
+    seen = spy_autocast_in_rules(monkeypatch, "cuda")
     with torch.autocast("cuda", dtype=torch.bfloat16):
         ghost = per_instance_dots(m32, batch, d)
         loop = per_instance_dots(m32, batch, d, engine="loop")
