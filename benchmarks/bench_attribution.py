@@ -40,7 +40,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the benchmarks' shared helpers
-from _peak_memory import PeakMemory  # noqa: E402
+from _common import PeakMemory  # noqa: E402
 
 logger = logging.getLogger("bench_attribution")
 # torch and the library are imported inside the worker functions only: each measurement runs in

@@ -46,12 +46,12 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the benchmarks' shared helpers
-from _peak_memory import PeakMemory  # noqa: E402
+from _common import PeakMemory, make_batch  # noqa: E402
 
 from geffect import parameter_groups, per_instance_dots
 from geffect.effect import flat_gradient
 from geffect.engine import model_logits
-from geffect.losses import IGNORE_INDEX, answer_nll
+from geffect.losses import answer_nll
 
 try:  # benchmark-only dependency (the "bench" extra)
     from opacus import GradSampleModule
@@ -70,18 +70,6 @@ def build(name: str) -> torch.nn.Module:
     torch.manual_seed(0)
     cfg = LlamaConfig(**CONFIGS[name], max_position_embeddings=256, tie_word_embeddings=False)
     return LlamaForCausalLM(cfg).float().eval()
-
-
-def make_batch(vocab: int, n: int, seq_len: int, seed: int = 0) -> dict[str, torch.Tensor]:
-    """Right-padded batch: prompts of min(16, seq_len/4) tokens masked, lengths between seq_len/2 and seq_len."""
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(3, vocab, (n, seq_len), generator=g)  # (N, T)
-    lengths = torch.randint(seq_len // 2, seq_len + 1, (n,), generator=g)  # (N,)
-    mask = (torch.arange(seq_len)[None, :] < lengths[:, None]).long()  # (N, T)
-    ids = ids * mask
-    labels = ids.masked_fill(mask == 0, IGNORE_INDEX)
-    labels[:, : min(16, seq_len // 4)] = IGNORE_INDEX
-    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
 def floor_step(model, batch, direction):

@@ -62,11 +62,11 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the benchmarks' shared helpers
-from _peak_memory import PeakMemory  # noqa: E402
+from _common import PeakMemory, make_batch  # noqa: E402
 
 from geffect.engine import model_logits, per_instance_dots  # noqa: E402
 from geffect.groups import parameter_groups  # noqa: E402
-from geffect.losses import IGNORE_INDEX, answer_nll  # noqa: E402
+from geffect.losses import answer_nll  # noqa: E402
 
 logger = logging.getLogger("bench_scale")
 
@@ -102,18 +102,6 @@ def build_model(size: str, dtype: torch.dtype, device: str) -> torch.nn.Module:
     with torch.device(device):
         model = LlamaForCausalLM(llama_config(size))
     return model.to(dtype).eval()
-
-
-def make_batch(vocab: int, n: int, T: int, seed: int, device: str) -> dict[str, torch.Tensor]:
-    """Right-padded batch: a 16-token prompt (T/4 if shorter) masked, lengths in [T/2, T]."""
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(3, vocab, (n, T), generator=g)  # (N, T)
-    lengths = torch.randint(T // 2, T + 1, (n,), generator=g)  # (N,)
-    mask = (torch.arange(T)[None, :] < lengths[:, None]).long()  # (N, T)
-    ids = ids * mask
-    labels = ids.masked_fill(mask == 0, IGNORE_INDEX)
-    labels[:, : min(16, T // 4)] = IGNORE_INDEX
-    return {k: v.to(device) for k, v in {"input_ids": ids, "attention_mask": mask, "labels": labels}.items()}
 
 
 def make_direction(model: torch.nn.Module, seed: int) -> dict[str, torch.Tensor]:

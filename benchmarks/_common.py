@@ -1,4 +1,4 @@
-"""Peak memory of a block of code, shared by the benchmarks.
+"""What the benchmarks share: the peak memory of a block of code, and the probe batch.
 
 ``PeakMemory("cpu")`` samples this process's resident set size (``/proc/self/statm``) every
 ``interval`` seconds in a background thread; ``PeakMemory("cuda")`` reads
@@ -18,7 +18,7 @@ import time
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
-__all__ = ["PAGE", "PeakMemory", "rss"]
+__all__ = ["PAGE", "PeakMemory", "make_batch", "rss"]
 
 
 def rss() -> int:
@@ -77,3 +77,19 @@ class PeakMemory:
     @property
     def delta(self) -> int:
         return self.peak - self.start
+
+
+def make_batch(vocab: int, n: int, seq_len: int, seed: int = 0, device: str = "cpu"):
+    """Right-padded batch: prompts of min(16, seq_len/4) tokens masked, lengths between seq_len/2 and seq_len."""
+    import torch
+
+    from geffect.losses import IGNORE_INDEX
+
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(3, vocab, (n, seq_len), generator=g)  # (N, T)
+    lengths = torch.randint(seq_len // 2, seq_len + 1, (n,), generator=g)  # (N,)
+    mask = (torch.arange(seq_len)[None, :] < lengths[:, None]).long()  # (N, T)
+    ids = ids * mask
+    labels = ids.masked_fill(mask == 0, IGNORE_INDEX)
+    labels[:, : min(16, seq_len // 4)] = IGNORE_INDEX
+    return {k: v.to(device) for k, v in {"input_ids": ids, "attention_mask": mask, "labels": labels}.items()}
