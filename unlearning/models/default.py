@@ -44,7 +44,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import torch
 
@@ -391,24 +391,39 @@ def prepare_default_models(
     """
     recipe = recipe or DefaultRecipe()
     source = _resolve_source(data, forget_split)
-    cache_root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     td = load_training_data(source, recipe)
-    key = cache_key(source, recipe, td.fingerprint())
-    final = cache_root / f"default-{source.forget_split}-{key}"
+    folder = f"default-{source.forget_split}-{cache_key(source, recipe, td.fingerprint())}"
+
+    def build(tmp: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+        logger.info("building default models for %s, %s into %s (target: %d rows, retain: %d rows)",
+                    source.describe(), source.forget_split, tmp.parent / folder, len(td.target_rows),
+                    len(td.retain_rows))
+        report = _build(td, recipe, tmp, progress)
+        return report["recipe"], report
+
+    return cached_build(folder, build, cache_dir=cache_dir)
+
+
+def cached_build(folder: str, build: Callable[[Path], tuple[dict[str, Any], dict[str, Any]]], *,
+                 cache_dir: str | os.PathLike | None = None) -> PreparedModels:
+    """The models in ``<cache>/<folder>``: reused when complete, else built and published.
+
+    ``build(tmp)`` writes ``target/``, ``retain/`` and ``tokenizer/`` into a temporary folder of
+    the cache and returns (recipe, report), saved beside them as ``recipe.json`` / ``report.json``;
+    the folder is then moved into place in one step (:func:`publish_build`), so a killed build
+    leaves no half-written cache entry. The default and the text models share this protocol.
+    """
+    cache_root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    final = cache_root / folder
     prepared = PreparedModels(final / "target", final / "retain", final / "tokenizer", final)
     if _complete(final):
         logger.info("reusing cached default models in %s", final)
         return prepared
-
     cache_root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{key}-", dir=cache_root))
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{folder}-", dir=cache_root))
     try:
-        logger.info(
-            "building default models for %s, %s into %s (target: %d rows, retain: %d rows)",
-            source.describe(), source.forget_split, final, len(td.target_rows), len(td.retain_rows),
-        )
-        report = _build(td, recipe, tmp, progress)
-        (tmp / "recipe.json").write_text(json.dumps(report["recipe"], indent=2))
+        recipe_dict, report = build(tmp)
+        (tmp / "recipe.json").write_text(json.dumps(recipe_dict, indent=2, default=repr))
         (tmp / "report.json").write_text(json.dumps(report, indent=2))
         publish_build(tmp, final)
     finally:

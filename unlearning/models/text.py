@@ -30,8 +30,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -41,12 +39,10 @@ from unlearning.models.training import fine_tune
 from unlearning.models.default import (
     DefaultRecipe,
     PreparedModels,
-    _complete,
     _quiet_progress,
     build_model,
     cache_key,
-    default_cache_dir,
-    publish_build,
+    cached_build,
     train_tokenizer,
 )
 
@@ -108,18 +104,10 @@ def prepare_text_models(
     tok_texts = [str(t) for t in tokenizer_texts] if tokenizer_texts is not None else target_texts + retain_texts
     key = cache_key(DataSource(name=f"text:{name}"), recipe,
                     _fingerprint(target_texts, retain_texts, tok_texts, chunk_length, packing))
-    cache_root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    final = cache_root / f"{name}-{key}"
-    prepared = PreparedModels(final / "target", final / "retain", final / "tokenizer", final)
-    if _complete(final):
-        logger.info("reusing cached default models in %s", final)
-        return prepared
 
-    cache_root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{key}-", dir=cache_root))
-    try:
-        logger.info("building default text models %s into %s (target: %d texts, retain: %d texts)", name, final,
-                    len(target_texts), len(retain_texts))
+    def build(tmp: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+        logger.info("building default text models %s into %s (target: %d texts, retain: %d texts)", name,
+                    tmp.parent / f"{name}-{key}", len(target_texts), len(retain_texts))
         t0 = time.perf_counter()
         tokenizer = train_tokenizer(tok_texts, recipe.vocab_size)
         tokenizer.save_pretrained(tmp / "tokenizer")
@@ -144,9 +132,6 @@ def prepare_text_models(
             tokenizer.save_pretrained(tmp / role)
             logger.info("%s trained in %.1fs on %d chunks (final loss %.4f)", role, report[f"{role}_train_s"],
                         len(data), report[f"{role}_final_loss"])
-        (tmp / "recipe.json").write_text(json.dumps(recipe.to_dict(), indent=2, default=repr))
-        (tmp / "report.json").write_text(json.dumps(report, indent=2))
-        publish_build(tmp, final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return prepared
+        return recipe.to_dict(), report
+
+    return cached_build(f"{name}-{key}", build, cache_dir=cache_dir)
