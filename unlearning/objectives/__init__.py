@@ -17,6 +17,8 @@ from unlearning.objectives.base import (
     available,
     default_hparams,
     get,
+    needs_refusal,
+    refusal_objectives,
     register,
 )
 
@@ -31,5 +33,7 @@ __all__ = [
     "available",
     "default_hparams",
     "get",
+    "needs_refusal",
+    "refusal_objectives",
     "register",
 ]

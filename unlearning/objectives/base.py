@@ -76,6 +76,28 @@ def default_hparams(name: str) -> dict[str, Any]:
     return dict(_REGISTRY[name]().hparams)
 
 
+def refusal_objectives() -> tuple[str, ...]:
+    """Names of the registered objectives that train on refusal answers (``needs_refusal``)."""
+    return tuple(name for name in available() if _REGISTRY[name].needs_refusal)
+
+
+def needs_refusal(objective: Any) -> bool:
+    """Whether ``objective`` (an objective object or a registered name) trains on refusal answers.
+
+    Objects outside the registry say so with a ``needs_refusal`` attribute; without one, an
+    object whose ``name`` is a registered refusal objective needs them.
+    """
+    if isinstance(objective, str):
+        if objective not in _REGISTRY:
+            raise ValueError(f"unknown objective {objective!r}; valid names: {', '.join(available())}")
+        return _REGISTRY[objective].needs_refusal
+    flag = getattr(objective, "needs_refusal", None)
+    if flag is not None:
+        return bool(flag)
+    name = getattr(objective, "name", None)
+    return name in _REGISTRY and _REGISTRY[name].needs_refusal
+
+
 def get(name: str, **hparams: Any) -> Objective:
     """Build the objective ``name`` with hyperparameters (unknown name/keyword -> ValueError)."""
     if name not in _REGISTRY:
@@ -91,6 +113,8 @@ class Objective:
 
     name: ClassVar[str] = ""
     requires_reference: ClassVar[bool] = False  # the forget term itself needs a reference model
+    #: the forget term trains on refusal answers to the forget questions (``inputs["idk"]``)
+    needs_refusal: ClassVar[bool] = False
     defaults: ClassVar[dict[str, Any]] = {}
     retain_default: ClassVar[str] = "none"
     retain_weight_default: ClassVar[float] = 1.0

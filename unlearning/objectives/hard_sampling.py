@@ -1,6 +1,6 @@
 """Hard-sampling gradient ascent: topk / bottomk / random (SatImp, Alg. 1, made symmetric).
 
-L_f = −(1/|T|) Σ_T w_i ℓ_i with w ∈ {0, 1} from :func:`unlearning.weighting.hard_sampling`:
+L_f = −(1/|T|) Σ_T w_i ℓ_i with w ∈ {0, 1} from :func:`unlearning.objectives.weighting.hard_sampling`:
 each sequence keeps exactly k_i = min(n_i, max(1, ⌊fraction·n_i + 0.5⌋)) of its n_i answer
 tokens — the highest-loss (topk), lowest-loss (bottomk) or random ones. |T| counts *all* valid
 answer tokens of the micro-batch (not only the kept ones), so the loss scale shrinks with the
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from unlearning import weighting
+from unlearning.objectives import weighting
 from unlearning.objectives.base import TokenWeighted, register
 
 

@@ -32,6 +32,7 @@ def _idk_batch(name: str, inputs: dict) -> dict:
 @register
 class Idk(Objective):
     name = "idk"
+    needs_refusal = True
 
     def forget_term(self, model, inputs, ref_model) -> ForgetTerm:
         batch = _idk_batch(self.name, inputs)
@@ -44,6 +45,7 @@ class Idk(Objective):
 class DPO(Objective):
     name = "dpo"
     requires_reference = True
+    needs_refusal = True
     defaults = {"beta": 0.1}
 
     def validate(self) -> None:

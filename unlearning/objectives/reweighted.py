@@ -2,7 +2,7 @@
 
 All share L_f = −(1/|T|) Σ_T w_i ℓ_i with detached w (SatImp, Yang et al. ICML 2025, token-wise
 reweighted forget loss; G-effect, Wang et al. ICLR 2025, §5 for WGA/TNPO/WTNPO). The weight
-formulas live in :mod:`unlearning.weighting`:
+formulas live in :mod:`unlearning.objectives.weighting`:
 
 * wga     w = p^β                                  (β = 5, G-effect release)
 * simsat  w = p^β                                  (β = 1, SatImp SimSat)
@@ -12,13 +12,13 @@ formulas live in :mod:`unlearning.weighting`:
 * wtnpo   w = 2 p^(β+α) / (p^β + p_ref^β + 1e-5)    (β = 4, α = 1.5, G-effect)
 
 The likelihood weights (wga/simsat/simimp/satimp) accept ``granularity`` (token / instance /
-group / batch, see :func:`unlearning.weighting.apply_granularity`) and ``group_size``.
+group / batch, see :func:`unlearning.objectives.weighting.apply_granularity`) and ``group_size``.
 """
 from __future__ import annotations
 
 import functools
 
-from unlearning import weighting
+from unlearning.objectives import weighting
 from unlearning.objectives.base import TokenWeighted, register
 
 
