@@ -13,9 +13,10 @@ from geffect.groups import (LAYER_BUCKETS, MODULE_SUBTYPES, MODULE_TYPES, aggreg
 from geffect.losses import IGNORE_INDEX, answer_logprob, answer_mask, answer_nll, compute_dtype, token_logprobs
 from geffect.masking import (apply_mask_to_gradients, load_mask, mask_overlap, mask_summary, masked_direction,
                              masked_geffect, save_mask, weight_mask)
-from geffect.tracker import GEffectRecord, GEffectTracker
+from geffect.tracker import GEffectConfig, GEffectRecord, GEffectTracker
 
 __all__ = [
+    "GEffectConfig",
     "GEffectRecord",
     "GEffectResult",
     "GEffectTracker",

@@ -61,7 +61,7 @@ def test_track_write_reload_resume(tmp_path, setup, monkeypatch):
     # resume: the step on disk is not recomputed, a new one is appended
     resumed = GEffectTracker(tmp_path, probes)
     calls = []
-    import geffect.tracker as tr
+    import geffect.tracker.ranks as tr
 
     real = tr.per_instance_dots
     monkeypatch.setattr(tr, "per_instance_dots", lambda *a, **k: calls.append(1) or real(*a, **k))
@@ -122,7 +122,7 @@ def test_rows_per_pass_gives_the_same_values(tmp_path, setup, rows_per_pass, mon
     """G-effects and PG-effects computed a few probe rows per pass equal the one-pass values (float64:
     rows are independent; only the summation order of the probe-risk gradient changes), with
     ceil(rows / rows_per_pass) passes."""
-    import geffect.tracker as tracker_module
+    import geffect.tracker.ranks as tracker_module
 
     model, probes = setup
     model64 = tiny_causal_lm("llama", layers=3, dtype=torch.float64)
