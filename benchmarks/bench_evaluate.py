@@ -26,7 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-import unlearning.evaluate as ev  # noqa: E402
+import unlearning.evaluation.tofu as ev  # noqa: E402
 from unlearning.metrics.generation import generate_answers  # noqa: E402
 
 logger = logging.getLogger("bench_evaluate")

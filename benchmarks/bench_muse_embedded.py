@@ -37,8 +37,8 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
 
     from unlearning.data import TextChunkDataset, knowmem_training_texts, muse_texts
-    from unlearning.evaluate_muse import evaluate_muse
-    from unlearning.finetune import fine_tune
+    from unlearning.evaluation import evaluate_muse
+    from unlearning.models import fine_tune
     from unlearning.models import DefaultRecipe, build_model, train_tokenizer
 
     corpora = {s: muse_texts("embedded", s) for s in ("forget", "retain1", "retain2", "holdout")}

@@ -32,11 +32,9 @@ from transformers import TrainerCallback
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 from geffect import answer_nll, model_logits
-from unlearning.config import UnlearningArguments
-from unlearning.data import QADataset, load_split, retain_split_for
-from unlearning.hooks import build_probes
+from unlearning.data import QADataset, load_split, probe_batches, retain_split_for
 from unlearning.models import DefaultRecipe, build_model, train_tokenizer
-from unlearning.train import run_unlearning
+from unlearning.training import UnlearningArguments, run_unlearning
 
 logger = logging.getLogger("bench_tracking")
 
@@ -92,8 +90,9 @@ def main(argv=None) -> dict:
     n_params = sum(p.numel() for p in base.parameters())
 
     # plain forward + backward of the probe sets (what one G-effect evaluation must at least cost)
-    probes = build_probes(QADataset(forget_rows, tokenizer, max_length=256), QADataset(retain_rows, tokenizer, max_length=256),
-                          opts.probe_size, tokenizer.pad_token_id)
+    probes = probe_batches({"forget": QADataset(forget_rows, tokenizer, max_length=256),
+                            "retain": QADataset(retain_rows, tokenizer, max_length=256)},
+                           size=opts.probe_size, pad_token_id=tokenizer.pad_token_id)
     model = copy.deepcopy(base).train()
     plain = []
     for _ in range(opts.steps):

@@ -1,158 +1,22 @@
-"""Evaluate a causal LM on MUSE (Shi et al. 2024): VerbMem, KnowMem (forget / retain), PrivLeak.
+"""``python -m unlearning.evaluate_muse``: MUSE's VerbMem, KnowMem and PrivLeak for one model
+(:mod:`unlearning.cli.evaluate_muse`).
 
-Library::
-
-    from unlearning.evaluate_muse import evaluate_muse
-    retain = evaluate_muse(retain_model, tok, "embedded", metrics=("privleak",))
-    res = evaluate_muse(model, tok, "embedded", retain_reference=retain)   # or "muse-bench/MUSE-News"
-    res.summary["verbmem_f"], res.summary["knowmem_r"], res.summary["privleak"]
-    res.tables["knowmem_forget"]                                             # one row per question
-    res.save("runs/npo/muse")
-
-Summary keys (fractions in [0, 1]; MUSE's tables show them x 100):
-
-===========================  ==========================================================
-``verbmem_f``                mean ROUGE-L F1 of the VerbMem continuations (forget)
-``knowmem_f`` / ``knowmem_r`` mean ROUGE-L F1 of the KnowMem answers on forget / retain QA
-                             (``knowmem_r`` is MUSE's utility preservation)
-``privleak``                 PrivLeak in percent, relative to the retain reference
-``privleak/auc``             Min-K% AUC, our orientation: P(holdout score > forget score)
-``privleak/auc_muse``        the same in MUSE's orientation (1 - ``privleak/auc``)
-``privleak/auc_retain``      the reference AUC used (our orientation) and
-``privleak/reference``       where it came from: "retain model", "given" or "default 0.5"
-``mia/<attack>_auc``         forget-vs-holdout AUC of every attack (loss, zlib, min_k, min_k_plus_plus)
-``*_recall``                 ROUGE-L recall next to every F1 mean
-===========================  ==========================================================
-
-Tables: ``verbmem_forget``, ``knowmem_forget``, ``knowmem_retain``, ``privleak_forget``,
-``privleak_holdout`` (and ``privleak_retain``).
+Importing from ``unlearning.evaluate_muse`` is deprecated (kept for one release, with a
+``DeprecationWarning``): the library is :mod:`unlearning.evaluation` (``evaluate_muse``, ...).
 """
-from __future__ import annotations
+if __name__ == "__main__":
+    from unlearning.cli.evaluate_muse import main
 
-import logging
-import os
-from collections.abc import Mapping, Sequence
+    main()
+else:
+    import warnings
 
-import pandas as pd
-import torch
+    from unlearning.cli.evaluate_muse import EvaluateMuseArguments, build_parser, main, parse_args  # noqa: F401
+    from unlearning.evaluation.muse import MUSE_METRICS, MUSE_RETRAIN_AUC, evaluate_muse, privleak_reference  # noqa: F401
 
-from unlearning.data.embedded.news import EmbeddedNewsConfig
-from unlearning.data.loading import EMBEDDED
-from unlearning.data.muse import load_muse
-from unlearning.evaluate import EvalResult
-from unlearning.metrics.mia import MIA_ATTACKS, mia_auc, privleak
-from unlearning.metrics.muse import knowmem_table, text_mia_scores, verbmem_table
+    __all__ = ["EvaluateMuseArguments", "MUSE_METRICS", "MUSE_RETRAIN_AUC", "build_parser", "evaluate_muse", "main",
+               "parse_args", "privleak_reference"]
 
-logger = logging.getLogger(__name__)
-
-__all__ = ["MUSE_METRICS", "MUSE_RETRAIN_AUC", "evaluate_muse", "privleak_reference"]
-
-MUSE_METRICS = ("verbmem_f", "knowmem_f", "knowmem_r", "privleak")
-#: Min-40% forget-vs-holdout AUC of MUSE's retrained Llama-2-7B models (``muse_bench``
-#: ``constants.AUC_RETRAIN["<corpus>"]["forget_holdout_Min-40%"]`` = 0.4772 News, 0.5393 Books),
-#: converted to our orientation (1 - MUSE's value). Use them only for MUSE's own target models.
-MUSE_RETRAIN_AUC = {"news": 1.0 - 0.4772, "books": 1.0 - 0.5393}
-
-
-def _first(ds, n: int | None):
-    return ds if n is None else ds.select(range(min(n, len(ds))))
-
-
-def privleak_reference(retain_reference, attack: str = "min_k") -> tuple[float, str]:
-    """(reference AUC in our orientation, its origin) from a float, a summary dict or an EvalResult."""
-    if retain_reference is None:
-        return 0.5, "default 0.5"
-    if isinstance(retain_reference, EvalResult):
-        retain_reference = retain_reference.summary
-    if isinstance(retain_reference, Mapping):
-        key = f"mia/{attack}_auc"
-        if key not in retain_reference:
-            raise ValueError(f"the retain summary has no {key!r}; evaluate the retain model with 'privleak' in metrics")
-        return float(retain_reference[key]), "retain model"
-    return float(retain_reference), "given"
-
-
-def evaluate_muse(
-    model,
-    tokenizer,
-    source: str | os.PathLike = EMBEDDED,
-    *,
-    metrics: Sequence[str] = MUSE_METRICS,
-    embedded: EmbeddedNewsConfig | None = None,
-    retain_reference=None,
-    privleak_attack: str = "min_k",
-    k: float = 0.4,
-    verbmem_max_new_tokens: int = 128,
-    verbmem_match_reference_length: bool = True,
-    knowmem_max_new_tokens: int = 32,
-    knowmem_trailing_space: bool = True,
-    stemmer: bool = False,
-    max_length: int | None = None,
-    batch_size: int = 16,
-    max_samples: int | None = None,
-    progress: bool = False,
-) -> EvalResult:
-    """MUSE's four metrics for one model; see the module docstring for the keys.
-
-    Args:
-        source: ``"embedded"``, a MUSE folder, or ``"muse-bench/MUSE-News"`` / ``"-Books"``.
-        retain_reference: the retain model's PrivLeak AUC: an :class:`EvalResult` or summary of
-            ``evaluate_muse(retain_model, ..., metrics=("privleak",))``, a float (our
-            orientation, e.g. :data:`MUSE_RETRAIN_AUC`), a retain model (evaluated here), or
-            None (0.5, as open-unlearning's default).
-        privleak_attack: the attack PrivLeak uses (MUSE: ``min_k`` with ``k=0.4``).
-        verbmem_match_reference_length: generate as many tokens as a short reference has
-            (no change for references of >= ``verbmem_max_new_tokens`` tokens; False = MUSE's
-            fixed length), see :func:`unlearning.metrics.muse.verbmem_table`.
-        knowmem_trailing_space: MUSE's prompt ends with ``"Answer: "``; False drops the space.
-        max_samples: evaluate only the first N items of every set (quick checks).
-    """
-    unknown = sorted(set(metrics) - set(MUSE_METRICS))
-    if unknown:
-        raise ValueError(f"unknown MUSE metrics {unknown}; valid: {', '.join(MUSE_METRICS)}")
-    if privleak_attack not in MIA_ATTACKS:
-        raise ValueError(f"privleak_attack must be one of {MIA_ATTACKS}, got {privleak_attack!r}")
-    load = lambda subset, split: _first(load_muse(source, subset, split, embedded=embedded), max_samples)  # noqa: E731
-    tables: dict[str, pd.DataFrame] = {}
-    summary: dict = {}
-    gen_kw = dict(batch_size=batch_size, stemmer=stemmer, progress=progress)
-    if "verbmem_f" in metrics:
-        ds = load("verbmem", "forget")
-        t = verbmem_table(model, tokenizer, ds["prompt"], ds["gt"], max_new_tokens=verbmem_max_new_tokens,
-                          match_reference_length=verbmem_match_reference_length, **gen_kw)
-        tables["verbmem_forget"] = t
-        summary["verbmem_f"], summary["verbmem_f_recall"] = float(t["rougeL_f1"].mean()), float(t["rougeL_recall"].mean())
-    for metric, which in (("knowmem_f", "forget"), ("knowmem_r", "retain")):
-        if metric not in metrics:
-            continue
-        qa, icl = load("knowmem", f"{which}_qa"), load_muse(source, "knowmem", f"{which}_qa_icl", embedded=embedded)
-        t = knowmem_table(model, tokenizer, qa["question"], qa["answer"], list(zip(icl["question"], icl["answer"])),
-                          max_new_tokens=knowmem_max_new_tokens, trailing_space=knowmem_trailing_space, **gen_kw)
-        tables[f"knowmem_{which}"] = t
-        summary[metric], summary[f"{metric}_recall"] = float(t["rougeL_f1"].mean()), float(t["rougeL_recall"].mean())
-    if "privleak" in metrics:
-        for split in ("forget", "holdout", "retain"):
-            texts = [str(x) for x in load("privleak", split)["text"]]
-            tables[f"privleak_{split}"] = text_mia_scores(model, tokenizer, texts, max_length=max_length, k=k, batch_size=batch_size)
-        f, h = tables["privleak_forget"], tables["privleak_holdout"]
-        for attack in MIA_ATTACKS:
-            summary[f"mia/{attack}_auc"] = mia_auc(f[f"mia_{attack}"], h[f"mia_{attack}"])
-        if isinstance(retain_reference, torch.nn.Module):
-            ref = evaluate_muse(retain_reference, tokenizer, source, metrics=("privleak",), embedded=embedded, k=k,
-                                max_length=max_length, batch_size=batch_size, max_samples=max_samples)
-            ref_auc, origin = privleak_reference(ref, privleak_attack)
-        else:
-            ref_auc, origin = privleak_reference(retain_reference, privleak_attack)
-        auc = summary[f"mia/{privleak_attack}_auc"]
-        summary.update({
-            "privleak": privleak(auc, ref_auc), "privleak/auc": auc, "privleak/auc_muse": 1.0 - auc,
-            "privleak/auc_retain": ref_auc, "privleak/reference": origin, "privleak/attack": privleak_attack,
-        })
-    summary["sets"] = {name: len(t) for name, t in tables.items()}
-    summary["settings"] = {
-        "source": os.fspath(source), "metrics": list(metrics), "k": k, "verbmem_max_new_tokens": verbmem_max_new_tokens,
-        "verbmem_match_reference_length": verbmem_match_reference_length, "knowmem_max_new_tokens": knowmem_max_new_tokens, "knowmem_trailing_space": knowmem_trailing_space,
-        "stemmer": stemmer, "max_samples": max_samples,
-    }
-    logger.info("MUSE: %s", {k_: v for k_, v in summary.items() if isinstance(v, float)})
-    return EvalResult(tables=tables, summary=summary)
+    warnings.warn("unlearning.evaluate_muse is the `python -m unlearning.evaluate_muse` entry point; import the "
+                  "library from unlearning.evaluation (evaluate_muse, ...) (the old path goes in the next release)",
+                  DeprecationWarning, stacklevel=2)

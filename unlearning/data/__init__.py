@@ -21,6 +21,7 @@ from .templates import LLAMA2_CHAT, PHI, PLAIN, PromptTemplate, get_template
 from .tokenization import tokenize_example
 from .text import TextChunkDataset, TextUnlearningData, build_text_unlearning_data, chunk_token_stream
 from .muse import MUSE_BOOKS, MUSE_NEWS, knowmem_training_texts, load_muse, muse_texts
+from .probes import probe_batches, tokenised_batch
 from .wmdp import load_utility_questions, load_wmdp_corpus, load_wmdp_questions, wmdp_texts
 from .embedded.news import EmbeddedNewsConfig
 from .embedded.hazard import EmbeddedHazardConfig
@@ -59,8 +60,10 @@ __all__ = [
     "load_idk_answers",
     "load_split",
     "perturbed_split_for",
+    "probe_batches",
     "process_rank",
     "retain_split_for",
     "tofu_split_names",
+    "tokenised_batch",
     "tokenize_example",
 ]

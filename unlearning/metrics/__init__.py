@@ -3,7 +3,7 @@
 Per-instance metrics are functions ``(model, batch, ...) -> Tensor[N]`` on the project's batch
 convention (:mod:`geffect.losses`); each has a ``*_from_logits`` twin so one forward pass can feed
 several metrics. Set-level aggregation (truth-ratio scores, forget quality, model utility) lives in
-:mod:`unlearning.metrics.aggregate`; the full suite is :func:`unlearning.evaluate.evaluate_model`.
+:mod:`unlearning.metrics.aggregate`; the full suite is :func:`unlearning.evaluation.evaluate_model`.
 """
 from unlearning.metrics.aggregate import (
     forget_quality,

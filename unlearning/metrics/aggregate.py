@@ -129,7 +129,7 @@ def summary_from_tofu_log(aggregated: Mapping) -> dict[str, float]:
     """Our summary keys computed with our aggregation from TOFU's per-item logs.
 
     ``aggregated`` is TOFU's ``eval_log_aggregated.json`` content (log file name -> log). Uses the
-    same per-set rules as :func:`unlearning.evaluate.evaluate_model`, so reproducing TOFU's
+    same per-set rules as :func:`unlearning.evaluation.evaluate_model`, so reproducing TOFU's
     published model utility from these logs checks the aggregation end to end.
     """
     out: dict[str, float] = {}

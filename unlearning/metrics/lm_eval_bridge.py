@@ -21,7 +21,7 @@ from typing import Any
 
 import pandas as pd
 
-from unlearning.metrics.muse import model_max_length
+from unlearning.metrics.generation import model_max_length
 
 logger = logging.getLogger(__name__)
 

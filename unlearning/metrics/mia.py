@@ -29,10 +29,12 @@ import zlib
 from collections.abc import Sequence
 
 import numpy as np
+import pandas as pd
 import torch
 from scipy.stats import rankdata
 
-from geffect.losses import answer_nll, compute_dtype, token_logprobs
+from geffect.losses import IGNORE_INDEX, answer_nll, compute_dtype, token_logprobs
+from unlearning.metrics.generation import model_max_length
 from unlearning.metrics.likelihood import content_mask, forward_logits, resolve_eos_token_id
 
 __all__ = [
@@ -45,6 +47,7 @@ __all__ = [
     "mia_scores",
     "mia_auc",
     "privleak",
+    "text_mia_scores",
 ]
 
 MIA_ATTACKS = ("loss", "zlib", "min_k", "min_k_plus_plus")
@@ -156,3 +159,47 @@ def privleak(auc: float, auc_retain: float | None = None) -> float:
     if ref >= 1.0:
         raise ValueError("the retain model's AUC is 1, so PrivLeak is undefined (division by zero)")
     return ((1.0 - auc) - (1.0 - ref)) / (1.0 - ref) * 100.0
+
+
+@torch.no_grad()
+def text_mia_scores(
+    model, tokenizer, texts: Sequence[str], *, max_length: int | None = None, k: float = 0.4, batch_size: int = 8,
+) -> pd.DataFrame:
+    """Membership scores of whole texts (higher = less member-like): loss, zlib, min_k, min_k_plus_plus.
+
+    Each text is tokenised with BOS (MUSE: ``tokenizer.encode(text)``), cut to ``max_length``
+    tokens (default: the model's context length) and every token after the first is scored.
+    Min-K% keeps the lowest ``max(1, floor(k n))`` token log-probs (MUSE: ``int(k n)``, NaN
+    when that is 0).
+    """
+    max_length = max_length or model_max_length(model)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    encoded = [list(tokenizer(t, add_special_tokens=True)["input_ids"])[:max_length] for t in texts]
+    short = [i for i, e in enumerate(encoded) if len(e) < 2]
+    if short:
+        raise ValueError(f"texts {short[:5]} have fewer than 2 tokens; membership scores need a token to predict")
+    model_was_training = model.training
+    model.eval()
+    columns: dict[str, list[float]] = {}
+    try:
+        for s in range(0, len(encoded), batch_size):
+            chunk = encoded[s : s + batch_size]
+            T = max(len(e) for e in chunk)
+            ids = torch.full((len(chunk), T), pad_id, dtype=torch.long)
+            labels = torch.full((len(chunk), T), IGNORE_INDEX, dtype=torch.long)
+            mask = torch.zeros((len(chunk), T), dtype=torch.long)
+            for b, e in enumerate(chunk):
+                ids[b, : len(e)] = torch.tensor(e)
+                labels[b, : len(e)] = torch.tensor(e)
+                mask[b, : len(e)] = 1
+            batch = {"input_ids": ids, "attention_mask": mask, "labels": labels}
+            logits = forward_logits(model, batch)
+            scores = mia_scores_from_logits(logits, labels.to(logits.device), list(texts[s : s + batch_size]), k=k)
+            for name, vals in scores.items():
+                columns.setdefault(name, []).extend(vals.double().cpu().tolist())
+    finally:
+        model.train(model_was_training)
+    table = pd.DataFrame({"index": range(len(texts)), "num_tokens": [len(e) for e in encoded]})
+    for name in sorted(columns):
+        table[f"mia_{name}"] = columns[name]
+    return table

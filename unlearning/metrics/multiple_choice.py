@@ -28,7 +28,7 @@ import torch
 
 from geffect.losses import compute_dtype
 from unlearning.metrics.likelihood import forward_logits
-from unlearning.metrics.muse import model_max_length
+from unlearning.metrics.generation import model_max_length
 
 logger = logging.getLogger(__name__)
 
