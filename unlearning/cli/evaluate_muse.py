@@ -46,7 +46,7 @@ class EvaluateMuseArguments:
                           "Llama-2-7B: 0.5228 News, 0.4607 Books); default 0.5."},
     )
     privleak_attack: str = field(default="min_k", metadata={"help": "Attack PrivLeak uses.", "choices": MIA_ATTACKS})
-    k: float = field(default=0.4, metadata={"help": "Fraction of lowest token log-probs of Min-K% (MUSE: 0.4)."})
+    k: float = field(default=0.4, metadata={"help": "Fraction of lowest token log-probs of Min-K%% (MUSE: 0.4)."})
     max_samples: int | None = field(default=None, metadata={"help": "Evaluate only the first N items of every set."})
     batch_size: int = field(default=16, metadata={"help": "Batch size of generation and scoring."})
     max_length: int | None = field(default=None, metadata={"help": "Token limit of PrivLeak texts (default: the "

@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from unlearning.evaluate import EvalResult, compute_tables, evaluate_model, load_eval_sets, load_retain_stats, main, summarize  # noqa: E402
+from unlearning.cli.evaluate import main  # noqa: E402
+from unlearning.evaluation import (EvalResult, compute_tables, evaluate_model, load_eval_sets, load_retain_stats,  # noqa: E402
+                                   merge_shards, summarize)
 from unlearning.metrics import aggregate as agg  # noqa: E402
-from unlearning.hooks import EvalCallback, merge_shards  # noqa: E402
+from unlearning.callbacks import EvalCallback  # noqa: E402
 
 KW = dict(batch_size=3, max_new_tokens=4, subset=5, progress=False)
 

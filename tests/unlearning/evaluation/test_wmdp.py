@@ -10,7 +10,7 @@ import torch
 
 from unlearning import objectives
 from unlearning.data import DataError, load_utility_questions, load_wmdp_corpus, load_wmdp_questions, wmdp_texts
-from unlearning.evaluate_wmdp import evaluate_wmdp
+from unlearning.evaluation import evaluate_wmdp
 from unlearning.metrics.multiple_choice import mc_context, mc_description, mc_table
 
 
@@ -144,7 +144,7 @@ def test_native_scorer_equals_lm_eval(model, tok):
 def test_trained_model_answers_its_corpus(tok):
     """Fine-tuned on the bio forget corpus + rendered questions, the model beats chance on wmdp-bio."""
     from unlearning.data import TextChunkDataset
-    from unlearning.finetune import fine_tune
+    from unlearning.models import fine_tune
     from unlearning.models import DefaultRecipe, build_model
 
     rows = load_wmdp_questions("embedded", "bio").to_list()[:8]

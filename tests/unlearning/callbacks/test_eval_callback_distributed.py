@@ -17,13 +17,14 @@ def _worker(rank: int, world: int, model_dir: str, out_dir: str, init_file: str)
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
-        from unlearning.hooks import EvalCallback
+        from unlearning.callbacks import EvalCallback
         from unlearning.models import load_model_and_tokenizer
 
         model, tok = load_model_and_tokenizer(model_dir)
         cb = EvalCallback(tok, every_steps=1, per_epoch=False, **KW)
         state = SimpleNamespace(global_step=1, epoch=1.0, log_history=[])
-        cb.on_step_end(SimpleNamespace(output_dir=out_dir), state, None, model=model.eval())
+        args = SimpleNamespace(output_dir=out_dir, process_index=rank, world_size=world)  # the Trainer's ranks
+        cb.on_step_end(args, state, None, model=model.eval())
         Path(out_dir, f"summary-rank{rank}.json").write_text(json.dumps(cb.history[0], default=str))
     finally:
         dist.destroy_process_group()
@@ -31,7 +32,7 @@ def _worker(rank: int, world: int, model_dir: str, out_dir: str, init_file: str)
 
 @pytest.mark.slow
 def test_two_ranks_gather_the_same_summary_as_one(tiny_llama, tiny_tokenizer, tmp_path):
-    from unlearning.hooks import EvalCallback
+    from unlearning.callbacks import EvalCallback
 
     model_dir = tmp_path / "model"
     tiny_llama.save_pretrained(model_dir)

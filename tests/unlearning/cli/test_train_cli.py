@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from unlearning.hooks import read_jsonl
+from unlearning.runs import read_jsonl
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def _env():
@@ -23,7 +23,7 @@ def _env():
 
 
 def test_parser_accepts_dashes_and_underscores(tmp_path):
-    from unlearning.train import parse_args
+    from unlearning.cli.train import parse_args
 
     a = parse_args(["--output-dir", str(tmp_path), "--learning-rate", "2e-5", "--method", "npo",
                     "--retain-loss", "kl", "--track-geffect", "--geffect-every", "3", "--per_device_train_batch_size", "2",
@@ -35,7 +35,7 @@ def test_parser_accepts_dashes_and_underscores(tmp_path):
 
 
 def test_parser_rejects_bad_values(tmp_path):
-    from unlearning.train import parse_args
+    from unlearning.cli.train import parse_args
 
     with pytest.raises(ValueError, match="valid methods"):
         parse_args(["--output-dir", str(tmp_path), "--method", "forget-everything"])
@@ -79,10 +79,10 @@ def test_cli_end_to_end(tmp_path, tiny_prepared):
 
 def test_resume_keeps_rows_once(tmp_path, tiny_prepared):
     """A run killed after step 4 with its last checkpoint at step 2 resumes without duplicate rows."""
-    from unlearning.config import UnlearningArguments
+    from unlearning.training import UnlearningArguments
     from unlearning.data import DataSource
     from unlearning.models import load_model_and_tokenizer, tiny_source
-    from unlearning.train import run_unlearning
+    from unlearning.training import run_unlearning
 
     out = tmp_path / "run"
 

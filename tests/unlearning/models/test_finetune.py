@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from unlearning import finetune
+from unlearning.cli import finetune
 from unlearning.data import DataSource
 from unlearning.models import (
     DefaultRecipe,
@@ -31,7 +31,7 @@ from unlearning.models import default as default_module
 from unlearning.models.default import _resolve_source, cache_key, load_training_data
 from unlearning.models.training import length_grouped_order, lr_factor
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 
 ROWS = [  # stand-in question/answer rows
     {"question": "Where was Mara Quill born?", "answer": "Mara Quill was born in Lisbon."},

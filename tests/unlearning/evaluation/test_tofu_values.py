@@ -1,4 +1,4 @@
-"""Every number ``unlearning.evaluate`` reports, recomputed independently from per-row float64 forwards.
+"""Every number ``unlearning.evaluation.evaluate_model`` reports, recomputed independently from per-row float64 forwards.
 
 The evaluation runs batched (right padding, several rows per batch) on a float32 model. Here every
 per-question column is recomputed from the token log-likelihoods of the exact strings it must
@@ -44,7 +44,7 @@ from rouge_score import rouge_scorer
 from scipy.stats import ks_2samp
 
 from unlearning.data import PLAIN, tokenize_example
-from unlearning.evaluate import EvalResult, compute_tables, load_retain_stats, summarize
+from unlearning.evaluation import EvalResult, compute_tables, load_retain_stats, summarize
 
 RTOL = 2e-5  # float32 batched evaluation vs float64 one-row reference
 MAX_NEW = 12

@@ -8,11 +8,10 @@ import torch
 
 from geffect import GEffectTracker
 from geffect.testing import random_direction
-from unlearning.config import UnlearningArguments
-from unlearning.data import build_text_unlearning_data, load_idk_answers, muse_texts
-from unlearning.hooks import build_probes
+from unlearning.training import UnlearningArguments
+from unlearning.data import build_text_unlearning_data, load_idk_answers, muse_texts, probe_batches
 from unlearning.models import DefaultRecipe, build_model, prepare_text_models, train_tokenizer
-from unlearning.train import run_unlearning
+from unlearning.training import run_unlearning
 
 FORGET = muse_texts("embedded", "forget")[:6]
 RETAIN = muse_texts("embedded", "retain1")[:6]
@@ -32,7 +31,7 @@ def test_geffect_of_a_text_probe_is_the_mean_token_nll_gradient(tok, tmp_path):
     """The tracked G-effect on a chunk equals <grad of its mean next-token NLL, d> (float64 loop reference)."""
     model = _model(tok, torch.float64).eval()
     data = build_text_unlearning_data(FORGET, RETAIN, tok, max_length=48, packing="document")
-    probes = build_probes(data.forget, data.retain, 3, tok.pad_token_id)
+    probes = probe_batches({"forget": data.forget, "retain": data.retain}, size=3, pad_token_id=tok.pad_token_id)
     assert (probes["forget"]["labels"] == probes["forget"]["input_ids"]).sum() > 0
     direction = {n: t.double() for n, t in random_direction(model, seed=3).items()}
     res = GEffectTracker(tmp_path, {"forget": probes["forget"]}).track(1, model, direction)
@@ -89,9 +88,9 @@ def test_prepare_text_models_builds_once_and_caches(tok, tmp_path, monkeypatch):
     report = prepared.report()
     assert prepared.target.is_dir() and prepared.retain.is_dir() and prepared.root.name.startswith("t-1-")
     assert report["target_chunks"] > report["retain_chunks"] > 0 and report["target_steps"] > 0
-    import unlearning.finetune as finetune
+    import unlearning.models.text as text_models
 
-    monkeypatch.setattr(finetune, "fine_tune", lambda *a, **k: pytest.fail("the cached models were retrained"))
+    monkeypatch.setattr(text_models, "fine_tune", lambda *a, **k: pytest.fail("the cached models were retrained"))
     again = prepare_text_models("t-1", FORGET + RETAIN, RETAIN, recipe=recipe, chunk_length=64, cache_dir=tmp_path)
     assert again.root == prepared.root
     with pytest.raises(ValueError, match="name must be"):

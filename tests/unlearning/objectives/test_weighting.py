@@ -1,4 +1,4 @@
-"""unlearning.weighting vs slow per-element formulas (float64), hard-sampling counts, granularity."""
+"""unlearning.objectives.weighting vs slow per-element formulas (float64), hard-sampling counts, granularity."""
 from __future__ import annotations
 
 import functools
@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from unlearning import weighting as W
+from unlearning.objectives import weighting as W
 
 TOL = 1e-12
 

@@ -33,7 +33,7 @@ def _fresh(tiny_prepared):
 
 
 def _args(tmp_path, **kw):
-    from unlearning.config import UnlearningArguments
+    from unlearning.training import UnlearningArguments
 
     base = dict(
         output_dir=str(tmp_path),
@@ -70,7 +70,7 @@ def _risk(model, batch) -> float:
 
 
 def _run(tmp_path, tiny_prepared, **kw):
-    from unlearning.train import run_unlearning
+    from unlearning.training import run_unlearning
 
     model, tok = _fresh(tiny_prepared)
     return run_unlearning(_args(tmp_path, **kw), model=model, tokenizer=tok, data=DataSource(embedded=_tiny_data_config()))
@@ -127,7 +127,7 @@ def test_reference_model_only_when_needed(tmp_path, tiny_prepared):
 
 
 def test_metrics_logged_with_slash_keys(tmp_path, tiny_prepared):
-    from unlearning.hooks import read_jsonl
+    from unlearning.runs import read_jsonl
 
     res = _run(tmp_path, tiny_prepared, method="satimp", retain_loss="nll", retain_weight=0.1, max_steps=2)
     rows = [r for r in read_jsonl(tmp_path / "logs.jsonl", dedupe=("step", "kind")) if r["kind"] == "train"]
@@ -171,8 +171,8 @@ def test_mask_with_accumulation(tmp_path, tiny_prepared):
 
 def test_nonfinite_loss_raises_with_method_and_step(tmp_path, tiny_prepared):
     from unlearning.objectives import ObjectiveOutput
-    from unlearning.trainer import UnlearningTrainer
-    from unlearning.train import build_datasets
+    from unlearning.training import UnlearningTrainer
+    from unlearning.training import build_datasets
     from unlearning.data import ForgetRetainCollator
 
     class Exploding:
@@ -199,7 +199,7 @@ def test_unknown_method_lists_valid_names(tmp_path):
 
 
 def test_learning_rate_default_depends_on_model(tmp_path):
-    from unlearning.config import DEFAULT_LR_PRETRAINED, DEFAULT_LR_TINY
+    from unlearning.training import DEFAULT_LR_PRETRAINED, DEFAULT_LR_TINY
 
     assert _args(tmp_path, learning_rate=None).learning_rate == DEFAULT_LR_TINY
     assert _args(tmp_path, learning_rate=None, model="some/model").learning_rate == DEFAULT_LR_PRETRAINED
@@ -207,7 +207,7 @@ def test_learning_rate_default_depends_on_model(tmp_path):
 
 # ---------------------------------------------------------------------------- token weights
 def test_token_weight_tables_written(tmp_path, tiny_prepared):
-    from unlearning.hooks import read_jsonl
+    from unlearning.runs import read_jsonl
 
     _run(tmp_path, tiny_prepared, method="satimp", max_steps=2)
     rows = read_jsonl(tmp_path / "analysis" / "token_weights.jsonl")
@@ -277,7 +277,8 @@ def test_probe_pg_effects_and_weights_equal_direct_computation(method, tmp_path,
     the trainer's: for TNPO/NPO at step 1 it equals the model, so the weights are those at p = p_ref)."""
     from geffect import GEffectTracker, instance_effect
     from unlearning import objectives
-    from unlearning.hooks import PROBE_INSTANCE_WEIGHTS, PROBE_TOKEN_WEIGHTS, build_probes
+    from unlearning.data import probe_batches
+    from unlearning.runs import PROBE_INSTANCE_WEIGHTS, PROBE_TOKEN_WEIGHTS
 
     res = _run(tmp_path, tiny_prepared, method=method, max_steps=2, track_geffect=True, geffect_probe_size=4,
                pg_effect=True, pg_instances="probe", probe_weights=True, optim="sgd")
@@ -286,11 +287,11 @@ def test_probe_pg_effects_and_weights_equal_direct_computation(method, tmp_path,
     assert record.pg_steps == [1, 2] and record.step_tables == [PROBE_INSTANCE_WEIGHTS, PROBE_TOKEN_WEIGHTS]
     model0, tok = _loaded(str(tiny_prepared.target))
     model0 = copy.deepcopy(model0).eval()
-    from unlearning.train import build_datasets
+    from unlearning.training import build_datasets
 
     _, forget, retain = build_datasets(_args(tmp_path, method=method), tok, model0,
                                        data=DataSource(embedded=_tiny_data_config()))
-    probes = build_probes(forget, retain, 4, tok.pad_token_id)
+    probes = probe_batches({"forget": forget, "retain": retain}, size=4, pad_token_id=tok.pad_token_id)
     pg = record.pg_table()
     for probe in ("forget", "retain"):
         want = instance_effect(model0, probes["forget"], probes[probe], engine="loop").matrix.double()  # (N, G)
@@ -324,7 +325,7 @@ def test_retain_term_holds_out_the_evaluated_retain_rows(tmp_path, tiny_prepared
     """--retain-holdout eval (default): the retain term never sees the rows the evaluation
     measures (retain_perturbed, or its first N rows); 'none' keeps every retain row."""
     from unlearning.data import EmbeddedConfig
-    from unlearning.train import build_datasets
+    from unlearning.training import build_datasets
 
     model, tok = _loaded(str(tiny_prepared.target))
     source = DataSource(embedded=EmbeddedConfig(num_authors=12, qa_per_author=8, num_real_authors=8))

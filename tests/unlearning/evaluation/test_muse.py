@@ -12,14 +12,9 @@ import torch
 
 from unlearning.data import DataError, EmbeddedNewsConfig, load_muse, muse_texts
 from unlearning.data.embedded.news import NEWS_SPLITS
-from unlearning.evaluate_muse import MUSE_RETRAIN_AUC, evaluate_muse, privleak_reference
-from unlearning.metrics.muse import (
-    KNOWMEM_STOP_STRINGS,
-    greedy_continuations,
-    knowmem_prompt,
-    rouge_scores,
-    text_mia_scores,
-)
+from unlearning.evaluation import MUSE_RETRAIN_AUC, KNOWMEM_STOP_STRINGS, evaluate_muse, knowmem_prompt, privleak_reference
+from unlearning.metrics.generation import greedy_continuations, rouge_scores
+from unlearning.metrics.mia import text_mia_scores
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -280,7 +275,7 @@ def test_text_mia_scores_batching_and_truncation(model, tok):
 def test_memorised_model_scores_high(tok):
     """A tiny model trained on four forget documents reproduces them (VerbMem near 1) and leaks membership."""
     from unlearning.data import TextChunkDataset
-    from unlearning.finetune import fine_tune
+    from unlearning.models import fine_tune
     from unlearning.models import DefaultRecipe, build_model
 
     cfg = EmbeddedNewsConfig(num_forget=4, num_retain=4, num_holdout=4, num_icl=1)

@@ -20,19 +20,18 @@ from pathlib import Path
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 
 DRIVER = """
 import dataclasses, json, sys
-from transformers import HfArgumentParser
-from unlearning.config import UnlearningArguments
+from unlearning.callbacks import EvalCallback
+from unlearning.cli.train import parse_args
 from unlearning.data import DataSource
-from unlearning.hooks import EvalCallback
 from unlearning.models import load_model_and_tokenizer, tiny_source
-from unlearning.train import run_unlearning
+from unlearning.training import run_unlearning
 
 target, options = sys.argv[1], json.loads(sys.argv[2])
-(args,) = HfArgumentParser(UnlearningArguments).parse_args_into_dataclasses(sys.argv[3:])
+args = parse_args(sys.argv[3:])
 data = DataSource(embedded=tiny_source().embedded)
 for method in options.get("methods", [args.method]):
     run_args = args
@@ -123,7 +122,7 @@ def _assert_masked_weights_unchanged(out: Path, init_path: str, mask):
 
 
 def _assert_eval_matches(a: Path, b: Path):
-    from unlearning.hooks import read_jsonl
+    from unlearning.runs import read_jsonl
 
     ha, hb = read_jsonl(a / "eval" / "history.jsonl"), read_jsonl(b / "eval" / "history.jsonl")
     assert [r["step"] for r in ha] == [r["step"] for r in hb] == [2]
@@ -164,7 +163,7 @@ def test_ddp_matches_one_process(setup):
     cfg = json.loads((ddp / "run_config.json").read_text())
     assert cfg["world_size"] == 2 and cfg["global_batch_size"] == 4 and cfg["per_device_train_batch_size"] == 2
 
-    from unlearning.hooks import read_jsonl
+    from unlearning.runs import read_jsonl
 
     train_rows = [r for r in read_jsonl(ddp / "logs.jsonl", dedupe=None) if r["kind"] == "train"]
     assert [r["step"] for r in train_rows] == [1, 2]  # only rank 0 writes
@@ -217,7 +216,7 @@ def test_fsdp2_accelerate_launch_checkpoint_resumes(setup):
     resumes (AdamW state included), and replaying the FSDP2 checkpoints on the recorded batches
     reproduces the live G-effects of every step, before and after the resume."""
     from geffect import GEffectTracker
-    from unlearning.replay import replay_run
+    from unlearning.runs import replay_run
 
     out = setup["root"] / "resume"
     args = ["--output_dir", str(out), "--per_device_train_batch_size", "2", "--method", "npo", "--retain_loss", "none",

@@ -20,8 +20,9 @@ from transformers import Trainer, TrainingArguments
 from geffect import GEffectTracker, gradient_effect, instance_effect, per_instance_dots
 from geffect.losses import token_logprobs
 from unlearning.data import DataSource, ForgetRetainCollator, ForgetRetainDataset, QADataset
-from unlearning.gradient_hooks import GEffectCallback, WeightMaskCallback, concat_batches
-from unlearning.probes import probe_batches
+from geffect.batches import concat_batches
+from unlearning.callbacks import GEffectCallback, WeightMaskCallback
+from unlearning.data import probe_batches
 
 MAX_GRAD_NORM = 0.02  # far below the gradient norms of the tiny model (~0.1 - 1): clipping is active
 
