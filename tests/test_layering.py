@@ -5,7 +5,11 @@
     has no cycle;
 (b) nothing under ``geffect/`` imports ``unlearning`` or ``analyses``, at any nesting level;
 (c) ``analyses/`` uses only the public names of ``geffect`` / ``unlearning``;
-(d) every ``python -m`` CLI lists each option of its dataclass, with its help text, in ``--help``.
+(d) every ``python -m`` CLI lists each option of its dataclass, with its help text, in ``--help``;
+(e) the top level of ``unlearning/`` holds only ``python -m`` entry points that dispatch to
+    ``unlearning.cli`` and deprecation shims (the code lives in subpackages);
+(f) every command line is built from a dataclass by the project's one parser helper,
+    :func:`geffect.cli.dataclass_parser` (no ``HfArgumentParser`` / ``argparse`` parser of its own).
 """
 from __future__ import annotations
 
@@ -216,9 +220,13 @@ def test_public_name_check_can_fail():
 
 # --------------------------------------------------------------------------- (d) CLIs
 CLIS = [
-    ("unlearning.evaluate", "EvaluateArguments"),
-    ("unlearning.attribute", "AttributeArguments"),
-    ("unlearning.train", "UnlearningArguments"),
+    ("unlearning.cli.evaluate", "EvaluateArguments"),
+    ("unlearning.cli.evaluate_muse", "EvaluateMuseArguments"),
+    ("unlearning.cli.evaluate_wmdp", "EvaluateWmdpArguments"),
+    ("unlearning.cli.attribute", "AttributeArguments"),
+    ("unlearning.cli.finetune", "FinetuneArguments"),
+    ("unlearning.cli.replay", "ReplayRunArguments"),
+    ("unlearning.cli.train", "UnlearningArguments"),
     ("analyses.geffect_tofu", "StudyConfig"),
     ("analyses.geffect_muse", "MuseStudyConfig"),
     ("analyses.geffect_wmdp", "WmdpStudyConfig"),
@@ -233,8 +241,7 @@ def _squash(text: str) -> str:
 @pytest.mark.parametrize("module_name,dataclass_name", CLIS, ids=[m for m, _ in CLIS])
 def test_cli_help_lists_every_option(module_name, dataclass_name, capsys):
     module = importlib.import_module(module_name)
-    config = getattr(importlib.import_module("unlearning.config") if module_name == "unlearning.train" else module,
-                     dataclass_name)
+    config = getattr(module, dataclass_name)
     with pytest.raises(SystemExit) as exit_info:
         module.main(["--help"])
     assert exit_info.value.code == 0
@@ -254,7 +261,125 @@ def test_cli_help_lists_every_option(module_name, dataclass_name, capsys):
         if text:
             assert _squash(text.replace("%%", "%")) in squashed, f"{module_name} --help lacks the help of --{f.name}"
             checked += 1
-        if f.name in own and module_name != "unlearning.train" and f.default is not dataclasses.MISSING:
+        if f.name in own and module_name != "unlearning.cli.train" and f.default is not dataclasses.MISSING:
             shown = _squash(f"{text.replace('%%', '%')} (default: {f.default})")
             assert shown in squashed, f"{module_name} --help lacks the default of --{f.name}"
     assert checked >= len(own)
+
+
+# --------------------------------------------------------------------------- (e) the unlearning top level
+def _is_main_guard(node: ast.stmt) -> bool:
+    return isinstance(node, ast.If) and ast.unparse(node.test) in ("__name__ == '__main__'", '__name__ == "__main__"')
+
+
+def _is_deprecation_warning(node: ast.stmt) -> bool:
+    return (isinstance(node, ast.Expr) and isinstance(node.value, ast.Call)
+            and ast.unparse(node.value.func) in ("warnings.warn", "warn")
+            and "DeprecationWarning" in ast.unparse(node.value))
+
+
+def _plain(node: ast.stmt) -> bool:
+    """A statement a shim may hold: a docstring, an import, a name bound to an expression, a deprecation warning."""
+    docstring = isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)
+    return (docstring or isinstance(node, (ast.Import, ast.ImportFrom, ast.Assign, ast.AnnAssign))
+            or _is_deprecation_warning(node))
+
+
+def _dispatches_to_cli(body: list[ast.stmt]) -> bool:
+    """An entry point's ``__main__`` block: import ``main`` from ``unlearning.cli.<name>`` (and ``sys``),
+    then call it (``main()`` or ``sys.exit(main())``), nothing else."""
+    imports = [n for n in body if isinstance(n, (ast.Import, ast.ImportFrom))]
+    calls = [n for n in body if isinstance(n, ast.Expr)]
+    cli = [n for n in imports if isinstance(n, ast.ImportFrom) and (n.module or "").startswith("unlearning.cli.")
+           and [a.name for a in n.names] == ["main"]]
+    return (len(cli) == 1 and len(imports) + len(calls) == len(body) and len(calls) == 1
+            and ast.unparse(calls[0]) in ("main()", "sys.exit(main())"))
+
+
+def top_level_violations(trees: dict[str, ast.Module]) -> list[str]:
+    """Modules directly under ``unlearning/`` that are neither a dispatching entry point nor a shim."""
+    bad = []
+    for module, tree in trees.items():
+        parts = module.split(".")
+        if len(parts) != 2 or parts[0] != "unlearning" or MODULES.get(module, (None, True))[1]:
+            continue
+        guards = [n for n in tree.body if _is_main_guard(n)]
+        rest = [n for n in tree.body if not _is_main_guard(n)] + [s for g in guards for s in g.orelse]
+        if any(not _plain(n) for n in rest):
+            kinds = sorted({type(n).__name__ for n in rest if not _plain(n)})
+            bad.append(f"{module}: holds {', '.join(kinds)} (move the code into a subpackage)")
+        elif guards and not _dispatches_to_cli(guards[0].body):
+            bad.append(f"{module}: its __main__ block must only call main() of an unlearning.cli module")
+        elif not guards and not any(_is_deprecation_warning(n) for n in tree.body):
+            bad.append(f"{module}: neither a python -m entry point nor a deprecation shim")
+    if any(not (isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant)) for n in trees["unlearning"].body):
+        bad.append("unlearning: its __init__.py holds more than its docstring (import from the subpackages)")
+    return bad
+
+
+def test_unlearning_top_level_holds_only_entry_points_and_shims():
+    bad = top_level_violations(TREES)
+    assert not bad, "unlearning/ top level:\n" + "\n".join(bad)
+
+
+def test_top_level_check_can_fail():
+    good = ('"""doc"""\nif __name__ == "__main__":\n    from unlearning.cli.train import main\n\n    main()\n'
+            'else:\n    import warnings\n    from unlearning.training import run\n'
+            '    warnings.warn("moved", DeprecationWarning, stacklevel=2)\n')
+    scratch = {
+        "unlearning.code": "def run():\n    pass\n",
+        "unlearning.loose": "import torch\nX = 1\n",
+        "unlearning.entry": 'if __name__ == "__main__":\n    from unlearning.training import run\n    run()\n',
+        "unlearning.good": good,
+    }
+    trees = {**TREES, **{m: ast.parse(src) for m, src in scratch.items()}}
+    for m in scratch:
+        MODULES[m] = (REPO / "unlearning" / f"{m.split('.')[1]}.py", False)
+    try:
+        flagged = {b.split(":")[0] for b in top_level_violations(trees)}
+    finally:
+        for m in scratch:
+            del MODULES[m]
+    assert flagged == {"unlearning.code", "unlearning.loose", "unlearning.entry"}
+
+
+# --------------------------------------------------------------------------- (f) one parser helper
+#: the packages whose command lines are checked
+CLI_PACKAGES = ("unlearning",)
+_OWN_PARSERS = ("HfArgumentParser", "ArgumentParser")
+
+
+def parser_violations(trees: dict[str, ast.Module], packages=CLI_PACKAGES) -> list[str]:
+    """Parsers built other than by ``geffect.cli.dataclass_parser``: a call of ``HfArgumentParser`` or
+    ``argparse.ArgumentParser``, a subclass of either, or a command-line module (in ``unlearning.cli``, or
+    with a ``build_parser``) that never calls ``dataclass_parser``."""
+    bad = []
+    for module, tree in trees.items():
+        if module.split(".")[0] not in packages or module == "geffect.cli":
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and ast.unparse(node.func).split(".")[-1] in _OWN_PARSERS:
+                bad.append(f"{module}:{node.lineno}: {ast.unparse(node.func)}(...)")
+            elif isinstance(node, ast.ClassDef) and any(ast.unparse(b).split(".")[-1] in _OWN_PARSERS
+                                                        for b in node.bases):
+                bad.append(f"{module}:{node.lineno}: class {node.name} subclasses a parser")
+        is_cli = module.startswith("unlearning.cli.") or any(
+            isinstance(n, ast.FunctionDef) and n.name == "build_parser" for n in tree.body)
+        if is_cli and "dataclass_parser(" not in ast.unparse(tree):
+            bad.append(f"{module}: a command line not built with geffect.cli.dataclass_parser")
+    return bad
+
+
+def test_every_cli_uses_the_one_parser_helper():
+    bad = parser_violations(TREES)
+    assert not bad, "command lines must be built by geffect.cli.dataclass_parser:\n" + "\n".join(bad)
+
+
+def test_parser_check_can_fail():
+    scratch = {"unlearning.cli._a": "from transformers import HfArgumentParser\np = HfArgumentParser(int)\n",
+               "unlearning.cli._b": "import argparse\nclass P(argparse.ArgumentParser):\n    pass\n",
+               "unlearning.cli._c": "def build_parser():\n    return None\n",
+               "unlearning.cli._d": ("from geffect.cli import dataclass_parser\n"
+                                     "def build_parser():\n    return dataclass_parser(int, prog='x')\n")}
+    flagged = parser_violations({m: ast.parse(src) for m, src in scratch.items()})
+    assert sorted({b.split(":")[0] for b in flagged}) == ["unlearning.cli._a", "unlearning.cli._b", "unlearning.cli._c"]

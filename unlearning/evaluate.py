@@ -4,6 +4,9 @@ Importing from ``unlearning.evaluate`` is deprecated (kept for one release, with
 ``DeprecationWarning``): the library is :mod:`unlearning.evaluation` (``evaluate_model``,
 ``TofuEvalConfig``, ``EvalResult``, ...), the command line :mod:`unlearning.cli.evaluate`.
 """
+__all__ = ["ALL_SETS", "EvalResult", "EvaluateArguments", "TofuEvalConfig", "build_parser", "compute_tables",
+           "evaluate_model", "load_eval_sets", "load_retain_stats", "main", "parse_args", "summarize"]
+
 if __name__ == "__main__":
     from unlearning.cli.evaluate import main
 
@@ -14,9 +17,6 @@ else:
     from unlearning.cli.evaluate import EvaluateArguments, build_parser, main, parse_args  # noqa: F401
     from unlearning.evaluation import (ALL_SETS, EvalResult, TofuEvalConfig, compute_tables, evaluate_model,  # noqa: F401
                                        load_eval_sets, load_retain_stats, summarize)
-
-    __all__ = ["ALL_SETS", "EvalResult", "EvaluateArguments", "TofuEvalConfig", "build_parser", "compute_tables",
-               "evaluate_model", "load_eval_sets", "load_retain_stats", "main", "parse_args", "summarize"]
 
     warnings.warn("unlearning.evaluate is the `python -m unlearning.evaluate` entry point; import the library from "
                   "unlearning.evaluation (evaluate_model, EvalResult, ...) and unlearning.cli.evaluate "

@@ -5,6 +5,9 @@ Importing from ``unlearning.replay`` is deprecated (kept for one release, with a
 ``DeprecationWarning``): the library is :mod:`unlearning.runs` (``replay_run``,
 ``resolve_objective``, the ``geffect.objectives`` entry point).
 """
+__all__ = ["REFERENCE_COPY", "ReplayRunArguments", "build_parser", "main", "parse_args", "replay_run",
+           "resolve_objective"]
+
 if __name__ == "__main__":
     from unlearning.cli.replay import main
 
@@ -14,9 +17,6 @@ else:
 
     from unlearning.cli.replay import ReplayRunArguments, build_parser, main, parse_args  # noqa: F401
     from unlearning.runs.replay import REFERENCE_COPY, replay_run, resolve_objective  # noqa: F401
-
-    __all__ = ["REFERENCE_COPY", "ReplayRunArguments", "build_parser", "main", "parse_args", "replay_run",
-               "resolve_objective"]
 
     warnings.warn("unlearning.replay is the `python -m unlearning.replay` entry point; import replay_run and "
                   "resolve_objective from unlearning.runs (the old path goes in the next release)",

@@ -4,6 +4,9 @@ Importing from ``unlearning.train`` is deprecated (kept for one release, with a
 ``DeprecationWarning``): the library is :mod:`unlearning.training` (``UnlearningArguments``,
 ``run_unlearning``, ``RunResult``, ...), the command line :mod:`unlearning.cli.train`.
 """
+__all__ = ["IDK_METHODS", "RUN_CONFIG_FILE", "RunResult", "UnlearningArguments", "build_datasets", "build_parser",
+           "freeze_except", "holdout_retain_rows", "main", "parse_args", "run_unlearning"]
+
 if __name__ == "__main__":
     from unlearning.cli.train import main
 
@@ -19,9 +22,6 @@ else:
 
     #: deprecated: the registered objectives that train on refusal answers (``objectives.needs_refusal``)
     IDK_METHODS = refusal_objectives()
-
-    __all__ = ["IDK_METHODS", "RUN_CONFIG_FILE", "RunResult", "UnlearningArguments", "build_datasets", "build_parser",
-               "freeze_except", "holdout_retain_rows", "main", "parse_args", "run_unlearning"]
 
     warnings.warn("unlearning.train is the `python -m unlearning.train` entry point; import the library from "
                   "unlearning.training (run_unlearning, UnlearningArguments, ...) and unlearning.cli.train "

@@ -42,5 +42,6 @@ from geffect.tracker.ranks import RankSplit
 from geffect.tracker.record import COLUMNS, MANIFEST, PG_TABLE, PROBES_FILE, SUBDIR, GEffectRecord, load
 from geffect.tracker.writer import GEffectTracker
 
-__all__ = ["COARSE_SCHEMES", "COLUMNS", "GEffectConfig", "GEffectRecord", "GEffectTracker", "GROUP_SCHEMES", "MANIFEST",
-           "PG_INSTANCES", "PG_TABLE", "PROBES_FILE", "RankSplit", "SUBDIR", "load"]
+# the file names of the folder (MANIFEST, COLUMNS, PG_TABLE, PROBES_FILE) stay importable but private
+__all__ = ["COARSE_SCHEMES", "GEffectConfig", "GEffectRecord", "GEffectTracker", "GROUP_SCHEMES", "PG_INSTANCES",
+           "RankSplit", "SUBDIR", "load"]
