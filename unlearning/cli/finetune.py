@@ -136,13 +136,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         sample = [rows[(i * len(rows)) // recipe.monitor_rows] for i in range(min(len(rows), recipe.monitor_rows))]
         stop = MemorisationStop({args.split: make_dataset(sample, tokenizer, max_length=max_length)},
                                 threshold=recipe.threshold, min_epochs=recipe.min_epochs)
-    stats = fine_tune(
-        model, tokenizer, dataset,
-        epochs=recipe.max_epochs, lr=recipe.lr, batch_size=recipe.batch_size,
-        warmup_ratio=recipe.warmup_ratio, min_lr_ratio=recipe.min_lr_ratio,
-        weight_decay=recipe.weight_decay, grad_clip=recipe.grad_clip,
-        max_length=max_length, seed=recipe.seed, stop=stop, progress=args.progress, desc=args.split,
-    )
+    stats = fine_tune(model, tokenizer, dataset, recipe.finetune_config(max_length=max_length), stop=stop,
+                      progress=args.progress, desc=args.split)
     acc = answer_token_accuracy(model, dataset, batch_size=recipe.batch_size)
     logger.info("answer-token accuracy on the training split %s: %.3f", args.split, acc)
     out = Path(args.output_dir)

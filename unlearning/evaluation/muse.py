@@ -48,9 +48,12 @@ CLI: ``python -m unlearning.evaluate_muse`` (:mod:`unlearning.cli.evaluate_muse`
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 import torch
@@ -64,8 +67,8 @@ from unlearning.metrics.mia import MIA_ATTACKS, mia_auc, privleak, text_mia_scor
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["KNOWMEM_STOP_STRINGS", "MUSE_METRICS", "MUSE_RETRAIN_AUC", "evaluate_muse", "knowmem_prompt",
-           "knowmem_table", "privleak_reference", "verbmem_table"]
+__all__ = ["KNOWMEM_STOP_STRINGS", "MUSE_METRICS", "MUSE_RETRAIN_AUC", "MuseEvalConfig", "evaluate_muse",
+           "knowmem_prompt", "knowmem_table", "privleak_reference", "verbmem_table"]
 
 KNOWMEM_STOP_STRINGS = ("\n\n", "\nQuestion", "Question:")
 
@@ -147,87 +150,128 @@ def privleak_reference(retain_reference, attack: str = "min_k") -> tuple[float, 
     return float(retain_reference), "given"
 
 
-def evaluate_muse(
-    model,
-    tokenizer,
-    source: str | os.PathLike = EMBEDDED,
-    *,
-    metrics: Sequence[str] = MUSE_METRICS,
-    embedded: EmbeddedNewsConfig | None = None,
-    retain_reference=None,
-    privleak_attack: str = "min_k",
-    k: float = 0.4,
-    verbmem_max_new_tokens: int = 128,
-    verbmem_match_reference_length: bool = True,
-    knowmem_max_new_tokens: int = 32,
-    knowmem_trailing_space: bool = True,
-    stemmer: bool = False,
-    max_length: int | None = None,
-    batch_size: int = 16,
-    max_samples: int | None = None,
-    progress: bool = False,
-) -> EvalResult:
-    """MUSE's four metrics for one model; see the module docstring for the keys.
+@dataclass(frozen=True)
+class MuseEvalConfig:
+    """The settings of one MUSE evaluation (validated once, here); see :func:`evaluate_muse`.
 
     Args:
         source: ``"embedded"``, a MUSE folder, or ``"muse-bench/MUSE-News"`` / ``"-Books"``.
-        retain_reference: the retain model's PrivLeak AUC: an :class:`EvalResult` or summary of
-            ``evaluate_muse(retain_model, ..., metrics=("privleak",))``, a float (our
-            orientation, e.g. :data:`MUSE_RETRAIN_AUC`), a retain model (evaluated here), or
-            None (0.5, as open-unlearning's default).
+        metrics: a subset of :data:`MUSE_METRICS`.
+        embedded: an ``EmbeddedNewsConfig`` for a non-default embedded corpus.
         privleak_attack: the attack PrivLeak uses (MUSE: ``min_k`` with ``k=0.4``).
+        k: the fraction of lowest token log-probs of Min-K% (and Min-K%++).
+        verbmem_max_new_tokens / knowmem_max_new_tokens: greedy tokens generated (MUSE: 128 / 32).
         verbmem_match_reference_length: generate as many tokens as a short reference has
             (no change for references of >= ``verbmem_max_new_tokens`` tokens; False = MUSE's
             fixed length), see :func:`verbmem_table`.
         knowmem_trailing_space: MUSE's prompt ends with ``"Answer: "``; False drops the space.
+        stemmer: ROUGE with stemming (MUSE: off).
+        max_length: token limit of the PrivLeak texts (default: the model's context length).
+        batch_size: batch size of generation and scoring.
         max_samples: evaluate only the first N items of every set (quick checks).
+        progress: progress bars.
     """
-    unknown = sorted(set(metrics) - set(MUSE_METRICS))
-    if unknown:
-        raise ValueError(f"unknown MUSE metrics {unknown}; valid: {', '.join(MUSE_METRICS)}")
-    if privleak_attack not in MIA_ATTACKS:
-        raise ValueError(f"privleak_attack must be one of {MIA_ATTACKS}, got {privleak_attack!r}")
-    load = lambda subset, split: _first(load_muse(source, subset, split, embedded=embedded), max_samples)  # noqa: E731
+
+    source: str | os.PathLike = EMBEDDED
+    metrics: Sequence[str] = MUSE_METRICS
+    embedded: EmbeddedNewsConfig | None = None
+    privleak_attack: str = "min_k"
+    k: float = 0.4
+    verbmem_max_new_tokens: int = 128
+    verbmem_match_reference_length: bool = True
+    knowmem_max_new_tokens: int = 32
+    knowmem_trailing_space: bool = True
+    stemmer: bool = False
+    max_length: int | None = None
+    batch_size: int = 16
+    max_samples: int | None = None
+    progress: bool = False
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.metrics) - set(MUSE_METRICS))
+        if unknown:
+            raise ValueError(f"unknown MUSE metrics {unknown}; valid: {', '.join(MUSE_METRICS)}")
+        if self.privleak_attack not in MIA_ATTACKS:
+            raise ValueError(f"privleak_attack must be one of {MIA_ATTACKS}, got {self.privleak_attack!r}")
+
+    def replace(self, **changes: Any) -> MuseEvalConfig:
+        return dataclasses.replace(self, **changes)
+
+    def load(self, subset: str, split: str, *, limit: bool = True):
+        """A split of MUSE's data (its first ``max_samples`` rows when ``limit``)."""
+        ds = load_muse(self.source, subset, split, embedded=self.embedded)
+        return _first(ds, self.max_samples) if limit else ds
+
+
+def evaluate_muse(model, tokenizer, source: str | os.PathLike | None = None, *, retain_reference=None,
+                  config: MuseEvalConfig | None = None, **settings: Any) -> EvalResult:
+    """MUSE's four metrics for one model; see the module docstring for the keys.
+
+    The settings are ``config`` (a :class:`MuseEvalConfig`) or, instead, ``source`` and keyword
+    ``settings`` (its other fields: ``metrics``, ``embedded``, ``privleak_attack``, ``k``,
+    ``max_samples``, ...). ``retain_reference``: the retain model's PrivLeak AUC: an
+    :class:`EvalResult` or summary of ``evaluate_muse(retain_model, ..., metrics=("privleak",))``,
+    a float (our orientation, e.g. :data:`MUSE_RETRAIN_AUC`), a retain model (evaluated here), or
+    None (0.5, as open-unlearning's default).
+    """
+    if config is None:
+        config = MuseEvalConfig(**({} if source is None else {"source": source}), **settings)
+    elif source is not None or settings:
+        raise ValueError("pass config= or source and the settings, not both; change a config with config.replace(...)")
     tables: dict[str, pd.DataFrame] = {}
     summary: dict = {}
-    gen_kw = dict(batch_size=batch_size, stemmer=stemmer, progress=progress)
-    if "verbmem_f" in metrics:
-        ds = load("verbmem", "forget")
-        t = verbmem_table(model, tokenizer, ds["prompt"], ds["gt"], max_new_tokens=verbmem_max_new_tokens,
-                          match_reference_length=verbmem_match_reference_length, **gen_kw)
-        tables["verbmem_forget"] = t
-        summary["verbmem_f"], summary["verbmem_f_recall"] = float(t["rougeL_f1"].mean()), float(t["rougeL_recall"].mean())
+    if "verbmem_f" in config.metrics:
+        _verbmem(model, tokenizer, config, tables, summary)
     for metric, which in (("knowmem_f", "forget"), ("knowmem_r", "retain")):
-        if metric not in metrics:
-            continue
-        qa, icl = load("knowmem", f"{which}_qa"), load_muse(source, "knowmem", f"{which}_qa_icl", embedded=embedded)
-        t = knowmem_table(model, tokenizer, qa["question"], qa["answer"], list(zip(icl["question"], icl["answer"])),
-                          max_new_tokens=knowmem_max_new_tokens, trailing_space=knowmem_trailing_space, **gen_kw)
-        tables[f"knowmem_{which}"] = t
-        summary[metric], summary[f"{metric}_recall"] = float(t["rougeL_f1"].mean()), float(t["rougeL_recall"].mean())
-    if "privleak" in metrics:
-        for split in ("forget", "holdout", "retain"):
-            texts = [str(x) for x in load("privleak", split)["text"]]
-            tables[f"privleak_{split}"] = text_mia_scores(model, tokenizer, texts, max_length=max_length, k=k, batch_size=batch_size)
-        f, h = tables["privleak_forget"], tables["privleak_holdout"]
-        for attack in MIA_ATTACKS:
-            summary[f"mia/{attack}_auc"] = mia_auc(f[f"mia_{attack}"], h[f"mia_{attack}"])
-        if isinstance(retain_reference, torch.nn.Module):
-            ref = evaluate_muse(retain_reference, tokenizer, source, metrics=("privleak",), embedded=embedded, k=k,
-                                max_length=max_length, batch_size=batch_size, max_samples=max_samples)
-            ref_auc, origin = privleak_reference(ref, privleak_attack)
-        else:
-            ref_auc, origin = privleak_reference(retain_reference, privleak_attack)
-        auc = summary[f"mia/{privleak_attack}_auc"]
-        summary.update({
-            "privleak": privleak(auc, ref_auc), "privleak/auc": auc, "privleak/auc_muse": 1.0 - auc,
-            "privleak/auc_retain": ref_auc, "privleak/reference": origin, "privleak/attack": privleak_attack,
-        })
+        if metric in config.metrics:
+            _knowmem(model, tokenizer, config, metric, which, tables, summary)
+    if "privleak" in config.metrics:
+        _privleak(model, tokenizer, config, retain_reference, tables, summary)
     summary["sets"] = {name: len(t) for name, t in tables.items()}
+    c = config
     summary["settings"] = {
-        "source": os.fspath(source), "metrics": list(metrics), "k": k, "verbmem_max_new_tokens": verbmem_max_new_tokens,
-        "verbmem_match_reference_length": verbmem_match_reference_length, "knowmem_max_new_tokens": knowmem_max_new_tokens, "knowmem_trailing_space": knowmem_trailing_space,
-        "stemmer": stemmer, "max_samples": max_samples,
+        "source": os.fspath(c.source), "metrics": list(c.metrics), "k": c.k,
+        "verbmem_max_new_tokens": c.verbmem_max_new_tokens,
+        "verbmem_match_reference_length": c.verbmem_match_reference_length,
+        "knowmem_max_new_tokens": c.knowmem_max_new_tokens, "knowmem_trailing_space": c.knowmem_trailing_space,
+        "stemmer": c.stemmer, "max_samples": c.max_samples,
     }
     logger.info("MUSE: %s", {k_: v for k_, v in summary.items() if isinstance(v, float)})
     return EvalResult(tables=tables, summary=summary)
+
+
+def _verbmem(model, tokenizer, config: MuseEvalConfig, tables: dict, summary: dict) -> None:
+    ds = config.load("verbmem", "forget")
+    t = verbmem_table(model, tokenizer, ds["prompt"], ds["gt"], max_new_tokens=config.verbmem_max_new_tokens,
+                      match_reference_length=config.verbmem_match_reference_length, batch_size=config.batch_size,
+                      stemmer=config.stemmer, progress=config.progress)
+    tables["verbmem_forget"] = t
+    summary["verbmem_f"], summary["verbmem_f_recall"] = float(t["rougeL_f1"].mean()), float(t["rougeL_recall"].mean())
+
+
+def _knowmem(model, tokenizer, config: MuseEvalConfig, metric: str, which: str, tables: dict, summary: dict) -> None:
+    qa, icl = config.load("knowmem", f"{which}_qa"), config.load("knowmem", f"{which}_qa_icl", limit=False)
+    t = knowmem_table(model, tokenizer, qa["question"], qa["answer"], list(zip(icl["question"], icl["answer"])),
+                      max_new_tokens=config.knowmem_max_new_tokens, trailing_space=config.knowmem_trailing_space,
+                      batch_size=config.batch_size, stemmer=config.stemmer, progress=config.progress)
+    tables[f"knowmem_{which}"] = t
+    summary[metric], summary[f"{metric}_recall"] = float(t["rougeL_f1"].mean()), float(t["rougeL_recall"].mean())
+
+
+def _privleak(model, tokenizer, config: MuseEvalConfig, retain_reference, tables: dict, summary: dict) -> None:
+    for split in ("forget", "holdout", "retain"):
+        texts = [str(x) for x in config.load("privleak", split)["text"]]
+        tables[f"privleak_{split}"] = text_mia_scores(model, tokenizer, texts, max_length=config.max_length, k=config.k,
+                                                      batch_size=config.batch_size)
+    f, h = tables["privleak_forget"], tables["privleak_holdout"]
+    for attack in MIA_ATTACKS:
+        summary[f"mia/{attack}_auc"] = mia_auc(f[f"mia_{attack}"], h[f"mia_{attack}"])
+    if isinstance(retain_reference, torch.nn.Module):  # the retain model: its own PrivLeak scores
+        retain_reference = evaluate_muse(retain_reference, tokenizer,
+                                         config=config.replace(metrics=("privleak",), progress=False))
+    ref_auc, origin = privleak_reference(retain_reference, config.privleak_attack)
+    auc = summary[f"mia/{config.privleak_attack}_auc"]
+    summary.update({
+        "privleak": privleak(auc, ref_auc), "privleak/auc": auc, "privleak/auc_muse": 1.0 - auc,
+        "privleak/auc_retain": ref_auc, "privleak/reference": origin, "privleak/attack": config.privleak_attack,
+    })

@@ -5,8 +5,8 @@
 - :mod:`unlearning.models.default`: :class:`DefaultRecipe`, :func:`tiny_recipe`,
   :func:`tiny_source`, :func:`prepare_default_models` (cached, with a memorisation report),
   :func:`train_tokenizer`, :func:`build_model`.
-- :mod:`unlearning.models.training`: :func:`fine_tune` (the training loop) and
-  :class:`MemorisationStop` (train until the answers are memorised).
+- :mod:`unlearning.models.training`: :func:`fine_tune` (the training loop), its settings
+  :class:`FineTuneConfig`, and :class:`MemorisationStop` (train until the answers are memorised).
 - :mod:`unlearning.models.text`: :func:`prepare_text_models` (the same pair for raw-text
   benchmarks: MUSE, WMDP; cached).
 - :mod:`unlearning.models.accuracy`: :func:`answer_token_accuracy`, :func:`memorisation_scores`.
@@ -42,10 +42,11 @@ from unlearning.models.loading import (
     load_tokenizer,
     resolve_dtype,
 )
-from unlearning.models.training import MemorisationStop, fine_tune, make_dataset
+from unlearning.models.training import FineTuneConfig, MemorisationStop, fine_tune, make_dataset
 
 __all__ = [
     "DefaultRecipe",
+    "FineTuneConfig",
     "MemorisationStop",
     "ModelError",
     "PreparedModels",

@@ -51,7 +51,7 @@ import torch
 from unlearning.data import DataSource, EmbeddedConfig, as_source, get_template, retain_split_for
 from unlearning.data.tokenization import prompt_and_answer_ids
 from unlearning.models.accuracy import memorisation_scores
-from unlearning.models.training import MemorisationStop, fine_tune, make_dataset
+from unlearning.models.training import FineTuneConfig, MemorisationStop, fine_tune, make_dataset
 
 logger = logging.getLogger(__name__)
 
@@ -128,6 +128,15 @@ class DefaultRecipe:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def finetune_config(self, **changes: Any) -> FineTuneConfig:
+        """The :class:`unlearning.models.training.FineTuneConfig` of the retain model's training (the
+        plain fine-tuning of the CLI), with ``changes`` (e.g. the target's ``epochs``, ``lr``, ``seed``)."""
+        config = FineTuneConfig(epochs=self.max_epochs, lr=self.lr, batch_size=self.batch_size,
+                                warmup_ratio=self.warmup_ratio, min_lr_ratio=self.min_lr_ratio,
+                                weight_decay=self.weight_decay, grad_clip=self.grad_clip,
+                                max_length=self.max_length if self.max_length is not None else 256, seed=self.seed)
+        return dataclasses.replace(config, **changes) if changes else config
 
     def replace(self, **changes: Any) -> DefaultRecipe:
         return dataclasses.replace(self, **changes)
@@ -458,8 +467,6 @@ def _build(td: TrainingData, recipe: DefaultRecipe, out: Path, progress: bool) -
     forget_ds, retain_ds = ds(td.forget_rows), ds(td.retain_split_rows)
     monitor_forget, monitor_retain = ds(_spread(td.forget_rows, recipe.monitor_rows)), ds(
         _spread(td.retain_split_rows, recipe.monitor_rows))
-    common = dict(batch_size=recipe.batch_size, warmup_ratio=recipe.warmup_ratio, min_lr_ratio=recipe.min_lr_ratio,
-                  weight_decay=recipe.weight_decay, grad_clip=recipe.grad_clip, max_length=ml, progress=progress)
 
     def stop(monitor: dict[str, Any]) -> MemorisationStop:
         return MemorisationStop(monitor, threshold=recipe.threshold, min_epochs=recipe.min_epochs,
@@ -479,8 +486,8 @@ def _build(td: TrainingData, recipe: DefaultRecipe, out: Path, progress: bool) -
 
     # retain model: from scratch on retain + utility, until the retain sample is memorised
     model = build_model(tokenizer, recipe)
-    stats = fine_tune(model, tokenizer, td.retain_rows, epochs=recipe.max_epochs, lr=recipe.lr, seed=recipe.seed,
-                      stop=stop({"retain": monitor_retain}), desc="retain", **common)
+    stats = fine_tune(model, tokenizer, td.retain_rows, recipe.finetune_config(), stop=stop({"retain": monitor_retain}),
+                      desc="retain", progress=progress)
     report["retain"] = _model_report(stats, measure(model))
     _save(model, tokenizer, out / "retain", progress)
 
@@ -490,8 +497,8 @@ def _build(td: TrainingData, recipe: DefaultRecipe, out: Path, progress: bool) -
     else:
         target, lr, cap = build_model(tokenizer, recipe), recipe.lr, recipe.max_epochs
     del model
-    stats = fine_tune(target, tokenizer, td.target_rows, epochs=cap, lr=lr, seed=recipe.seed + 1,
-                      stop=stop({"forget": monitor_forget, "retain": monitor_retain}), desc="target", **common)
+    stats = fine_tune(target, tokenizer, td.target_rows, recipe.finetune_config(epochs=cap, lr=lr, seed=recipe.seed + 1),
+                      stop=stop({"forget": monitor_forget, "retain": monitor_retain}), desc="target", progress=progress)
     report["target"] = _model_report(stats, measure(target))
     report["target"]["from_retain"] = recipe.target_from_retain
     report["target"]["total_epochs"] = stats["epochs"] + (report["retain"]["epochs"] if recipe.target_from_retain else 0)

@@ -117,13 +117,8 @@ def prepare_text_models(
             t1 = time.perf_counter()
             data = TextChunkDataset(texts, tokenizer, max_length=chunk_length, packing=packing)
             model = build_model(tokenizer, recipe)
-            stats = fine_tune(
-                model, tokenizer, data,
-                epochs=recipe.max_epochs, lr=recipe.lr, batch_size=recipe.batch_size,
-                warmup_ratio=recipe.warmup_ratio, min_lr_ratio=recipe.min_lr_ratio,
-                weight_decay=recipe.weight_decay, grad_clip=recipe.grad_clip,
-                max_length=chunk_length, seed=recipe.seed, progress=progress, desc=role,
-            )
+            stats = fine_tune(model, tokenizer, data, recipe.finetune_config(max_length=chunk_length), progress=progress,
+                              desc=role)
             report.update({f"{role}_train_s": time.perf_counter() - t1, f"{role}_final_loss": stats.get("final_loss"),
                            f"{role}_chunks": len(data), f"{role}_tokens": data.num_tokens,
                            f"{role}_steps": stats.get("steps")})
