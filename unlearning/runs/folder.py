@@ -89,10 +89,6 @@ class RunFolder:
         return self.root / ANALYSIS_DIR
 
     @property
-    def geffect(self) -> Path:
-        return self.analysis / GEFFECT_DIR
-
-    @property
     def token_weights(self) -> Path:
         return self.analysis / TOKEN_WEIGHTS_FILE
 
@@ -111,15 +107,6 @@ class RunFolder:
     def eval_step_dir(self, step: int) -> Path:
         """The evaluation result folder of optimizer step ``step`` (``eval/step-<N>``)."""
         return self.eval / f"step-{step}"
-
-    def checkpoints(self) -> list[tuple[int, Path]]:
-        """``(step, folder)`` of every ``checkpoint-<N>`` folder, by step."""
-        found = []
-        for path in self.root.glob(f"{CHECKPOINT_PREFIX}-*"):
-            tail = path.name.rsplit("-", 1)[-1]
-            if path.is_dir() and tail.isdigit():
-                found.append((int(tail), path))
-        return sorted(found)
 
     def step_tables(self) -> list[Path]:
         """The JSON-lines tables that carry a ``step`` column (trainer logs, analysis, eval history)."""

@@ -38,7 +38,8 @@ from unlearning import objectives
 from unlearning.callbacks import GEffectCallback, JsonlLogCallback, TokenWeightCallback
 from unlearning.data import ForgetRetainCollator, ForgetRetainDataset, QADataset, get_template, probe_batches
 from unlearning.models import load_model_and_tokenizer, prepare_default_models
-from unlearning.runs.folder import REFERENCE_COPY, RunFolder, checkpoint_step, clear_step_tables, truncate_step_tables
+from unlearning.runs.folder import (CHECKPOINT_PREFIX, REFERENCE_COPY, RunFolder, checkpoint_step, clear_step_tables,
+                                    truncate_step_tables)
 from unlearning.training.config import UnlearningArguments
 from unlearning.training.trainer import UnlearningTrainer
 
@@ -158,7 +159,7 @@ def _checkpoint_to_resume(args: UnlearningArguments) -> str | None:
     if args.resume:
         last = get_last_checkpoint(args.output_dir) if Path(args.output_dir).is_dir() else None
         if last is None:
-            logger.warning("--resume: no checkpoint-* folder in %s; starting from scratch", args.output_dir)
+            logger.warning("--resume: no %s-* folder in %s; starting from scratch", CHECKPOINT_PREFIX, args.output_dir)
         return last
     return None
 

@@ -55,7 +55,6 @@ class StepRecord:
     token_logprobs: torch.Tensor | None  # (B, T) forget token log-probs
     answer_mask: torch.Tensor | None  # (B, T) bool
     instance_weights: torch.Tensor | None  # (B,)
-    forget_batch: dict[str, torch.Tensor] | None  # the forget micro-batch (for PG-effects), on device
 
 
 def _detach_cpu(t: torch.Tensor | None) -> torch.Tensor | None:
@@ -210,7 +209,6 @@ class UnlearningTrainer(Trainer):
                 token_logprobs=_detach_cpu(getattr(out, "token_logprobs", None)),
                 answer_mask=None if mask is None else mask.detach().bool().cpu(),
                 instance_weights=_detach_cpu(getattr(out, "instance_weights", None)),
-                forget_batch=forget,
             )
         )
         self._metrics["loss/total"].append(float(out.loss.detach()))

@@ -31,7 +31,7 @@ from .names import make_name
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["EmbeddedHazardConfig", "generate_hazard", "hazard_corpus", "hazard_questions", "HAZARD_CORPORA"]
+__all__ = ["EmbeddedHazardConfig", "generate_hazard", "hazard_corpus", "hazard_questions"]
 
 PLANTS = ("quill-reed", "amber wheat", "salt fern", "glass barley", "river mallow", "copper vine", "star rye", "moss pear")
 INSECTS = ("glassback weevil", "ember moth", "grey stilt fly", "lantern beetle", "marsh midge", "velvet aphid",
@@ -51,9 +51,6 @@ CRAFTS = ("glass bead making", "rope weaving", "clock repair", "copper engraving
           "pottery", "bell casting")
 INSTRUMENTS = ("long flute", "hand drum", "bone harp", "reed pipe", "brass horn", "string lute")
 SEASONS = ("spring", "summer", "autumn", "winter")
-HAZARD_CORPORA = ("bio-forget", "cyber-forget", "general")
-
-
 @dataclass(frozen=True)
 class EmbeddedHazardConfig:
     """Sizes and seed of the embedded WMDP analogue (frozen, hashable).
