@@ -9,8 +9,8 @@ affects (``tests/test_analyses_pipeline.py`` fails otherwise). ``metadata["help"
 ``--help`` text of ``python -m analyses.geffect_tofu`` (built by ``HfArgumentParser``).
 
 :class:`BaseStudyConfig` holds the fields every benchmark's study has; :class:`StudyConfig`
-(TOFU) adds its own, as ``analyses.benchmarks.muse.MuseStudyConfig`` and
-``analyses.benchmarks.wmdp.WmdpStudyConfig`` do (a subclass may re-declare a field to change its
+(TOFU) adds its own, as ``analyses.studies.muse.MuseStudyConfig`` and
+``analyses.studies.wmdp.WmdpStudyConfig`` do (a subclass may re-declare a field to change its
 default or help). Each class carries its ``--quick`` preset as ``QUICK``.
 """
 from __future__ import annotations

@@ -18,7 +18,7 @@ docs/analyses.md.
 """
 from __future__ import annotations
 
-from analyses.benchmarks.muse import MuseStudyConfig
+from analyses.studies.muse import MuseStudyConfig
 from analyses.cli import exit_code
 from analyses.cli import main as _main
 from analyses.cli import run_cli

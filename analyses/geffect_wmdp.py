@@ -19,7 +19,7 @@ docs/analyses.md.
 """
 from __future__ import annotations
 
-from analyses.benchmarks.wmdp import WmdpStudyConfig
+from analyses.studies.wmdp import WmdpStudyConfig
 from analyses.cli import exit_code
 from analyses.cli import main as _main
 from analyses.cli import run_cli

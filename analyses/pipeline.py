@@ -5,12 +5,12 @@ this module is the library behind them, the same for every benchmark::
 
     from analyses.pipeline import StudyConfig, run_study
     summary = run_study(StudyConfig(methods=["ga", "satimp"], output_dir="outputs/mini"))
-    from analyses.benchmarks.muse import MuseStudyConfig
+    from analyses.studies.muse import MuseStudyConfig
     summary = run_study(MuseStudyConfig(methods=["ga", "npo"], output_dir="outputs/muse_mini"))
 
-The config's class names the benchmark (:func:`analyses.benchmarks.benchmark_for`), which
+The config's class names the benchmark (:func:`analyses.studies.benchmark_for`), which
 supplies data, default models, evaluation, metrics and the sanity gate
-(:class:`analyses.benchmarks.base.Benchmark`). The study is a short sequence of calls into
+(:class:`analyses.studies.base.Benchmark`). The study is a short sequence of calls into
 ``unlearning`` and ``geffect``; each stage is cached in the output folder under a key derived
 from the config fields it declares (:mod:`analyses.config`) plus its upstream stages' keys, so
 a re-run with the same arguments reuses it and a crash loses no finished stage:
@@ -51,8 +51,8 @@ import torch
 from tqdm.auto import tqdm
 
 from analyses.attributions import token_attributions
-from analyses.benchmarks import benchmark_for
-from analyses.benchmarks.base import read_summary, total_steps
+from analyses.studies import benchmark_for
+from analyses.studies.base import read_summary, total_steps
 from analyses.config import DEFAULT_METHODS, BaseStudyConfig, StudyConfig, stage_key
 from analyses.findings import compute_findings
 from analyses.frames import FRAMES, collect_frames

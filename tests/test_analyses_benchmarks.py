@@ -1,4 +1,4 @@
-"""The benchmark interface of the study (analyses.benchmarks): configs, data, gates, metrics, frames, plots.
+"""The benchmark interface of the study (analyses.studies): configs, data, gates, metrics, frames, plots.
 
 Fast: no default model is prepared; the pieces that need a model use a tiny randomly
 initialised Llama and a tokenizer trained on the embedded corpora in the test.
@@ -14,12 +14,12 @@ import pandas as pd
 import pytest
 import torch
 
-from analyses.benchmarks import BENCHMARKS, MuseBenchmark, MuseStudyConfig, TofuBenchmark, WmdpBenchmark, WmdpStudyConfig, benchmark_for
-from analyses.benchmarks.base import Axes, StepEvalCallback, total_steps
-from analyses.benchmarks.muse import QUICK_CORPUS as MUSE_QUICK
-from analyses.benchmarks.text import grouped_texts
-from analyses.benchmarks.wmdp import QUICK_CORPUS as WMDP_QUICK
-from analyses.benchmarks.wmdp import exercise_text, rmu_layers
+from analyses.studies import BENCHMARKS, MuseBenchmark, MuseStudyConfig, TofuBenchmark, WmdpBenchmark, WmdpStudyConfig, benchmark_for
+from analyses.studies.base import Axes, StepEvalCallback, total_steps
+from analyses.studies.muse import QUICK_CORPUS as MUSE_QUICK
+from analyses.studies.text import grouped_texts
+from analyses.studies.wmdp import QUICK_CORPUS as WMDP_QUICK
+from analyses.studies.wmdp import exercise_text, rmu_layers
 from analyses.config import STAGES, BaseStudyConfig, StudyConfig, parse_study_args, stage_fields, stage_key
 from analyses.findings import compute_findings, matched_utility
 from analyses.frames import collect_frames, trajectory_frame

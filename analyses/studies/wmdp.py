@@ -41,8 +41,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Mapping
 
-from analyses.benchmarks.base import Axes
-from analyses.benchmarks.text import TextBenchmark
+from analyses.studies.base import Axes
+from analyses.studies.text import TextBenchmark
 from analyses.config import COMPUTE, BaseStudyConfig
 from analyses.config import study_field as _f
 from analyses.gate import Gate, check_wmdp

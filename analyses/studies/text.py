@@ -22,7 +22,7 @@ import random
 from pathlib import Path
 from typing import Any, Sequence
 
-from analyses.benchmarks.base import Benchmark
+from analyses.studies.base import Benchmark
 from analyses.config import BaseStudyConfig
 from analyses.methods import MethodSpec
 from unlearning.data import TextUnlearningData, build_text_unlearning_data, load_idk_answers

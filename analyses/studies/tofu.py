@@ -16,7 +16,7 @@ import logging
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from analyses.benchmarks.base import Axes, Benchmark
+from analyses.studies.base import Axes, Benchmark
 from analyses.config import StudyConfig
 from analyses.frames import METRIC_COLUMNS, SUMMARY_KEYS, TRAJECTORY_KEYS
 from analyses.gate import Gate, check_subject
