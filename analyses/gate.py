@@ -11,7 +11,7 @@ the forget set:
 
 Without a retain model only the first check can be made (the report says so). When the gate
 fails, the report says so at the top in plain words, the findings that presume memorisation
-are skipped, and ``python -m analyses.geffect_tofu`` exits non-zero unless
+are skipped, and ``python -m analyses tofu`` exits non-zero unless
 ``--allow-failed-gate`` is given.
 
 The text benchmarks have gates of their own measures: MUSE (:func:`check_muse`) the target's

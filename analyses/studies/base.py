@@ -225,11 +225,11 @@ class Benchmark:
     default_model_lr: ClassVar[float | None] = None
 
     def learning_rate(self, default_model_lr: float) -> float | None:
-        """The unlearning learning rate: ``--lr``, else the benchmark's (or ``default_model_lr``) on the
-        default model, else the unlearning default for pre-trained models (``None``)."""
+        """The unlearning learning rate: ``--learning-rate``, else the benchmark's (or ``default_model_lr``) on
+        the default model, else the unlearning default for pre-trained models (``None``)."""
         c = self.config
         own = self.default_model_lr if self.default_model_lr is not None else default_model_lr
-        return c.lr if c.lr is not None else (own if c.model is None else None)
+        return c.learning_rate if c.learning_rate is not None else (own if c.model is None else None)
 
 
 def read_summary(folder: Path | None) -> dict[str, Any] | None:
@@ -241,7 +241,7 @@ def read_summary(folder: Path | None) -> dict[str, Any] | None:
 
 def total_steps(n_items: int, config: BaseStudyConfig) -> int:
     """Optimizer steps of one unlearning run over ``n_items`` forget items (the Trainer's count, one process)."""
-    if config.steps:
-        return config.steps
-    per_epoch = max(math.ceil(n_items / config.batch_size) // config.grad_accum, 1)
-    return math.ceil(config.epochs * per_epoch)
+    if config.max_steps > 0:
+        return config.max_steps
+    per_epoch = max(math.ceil(n_items / config.per_device_train_batch_size) // config.gradient_accumulation_steps, 1)
+    return math.ceil(config.num_train_epochs * per_epoch)

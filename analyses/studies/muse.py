@@ -44,16 +44,17 @@ logger = logging.getLogger(__name__)
 __all__ = ["MUSE_METHODS", "MuseBenchmark", "MuseStudyConfig"]
 
 MUSE_METHODS = DEFAULT_METHODS
-QUICK: dict[str, Any] = dict(quick=True, steps=3, trajectory_points=3, epochs=1.0, batch_size=4, geffect_every=1,
-                             probe_size=4, eval_subset=4, wagle_calibration=8, attribution_examples=2,
-                             attribution_steps=4, verbmem_max_new_tokens=32, knowmem_max_new_tokens=8)
+QUICK: dict[str, Any] = dict(quick=True, max_steps=3, trajectory_points=3, num_train_epochs=1.0,
+                             per_device_train_batch_size=4, geffect_every=1, geffect_probe_size=4, eval_subset=4,
+                             wagle_calibration=8, attribution_examples=2, attribution_steps=4,
+                             verbmem_max_new_tokens=32, knowmem_max_new_tokens=8)
 #: the ``--quick`` corpus: 6 documents per raw split
 QUICK_CORPUS = EmbeddedNewsConfig(num_forget=6, num_retain=6, num_holdout=6, num_icl=2)
 
 
 @dataclass
 class MuseStudyConfig(BaseStudyConfig):
-    """The MUSE study (``python -m analyses.geffect_muse``; defaults: the embedded corpus on a 2-core CPU)."""
+    """The MUSE study (``python -m analyses muse``; defaults: the embedded corpus on a 2-core CPU)."""
 
     QUICK: ClassVar[dict[str, Any]] = QUICK
 
@@ -67,9 +68,10 @@ class MuseStudyConfig(BaseStudyConfig):
     methods: list[str] = _f(MUSE_METHODS, "Methods to run: registered objectives, wagle_gd (GD restricted to the WAGLE "
                             "mask) or random_gd (GD on a random mask of the same density); space- or comma-separated.",
                             [])
-    epochs: float = _f(2.0, "Unlearning epochs over the forget chunks.", ["methods"])
-    lr: float | None = _f(None, "Unlearning learning rate; default 3e-3 on the small default model, the unlearning "
-                          "default for pre-trained models with --model.", ["methods"])
+    num_train_epochs: float = _f(2.0, "Unlearning epochs over the forget chunks.", ["methods"], renamed_from="epochs")
+    learning_rate: float | None = _f(None, "Unlearning learning rate; default 3e-3 on the small default model, the "
+                                     "unlearning default for pre-trained models with --model.", ["methods"],
+                                     renamed_from="lr")
     geffect_every: int = _f(3, "Track G-effects (and PG-effects, probe weights) every k optimizer steps.", ["methods"])
     utility_budget: float = _f(0.9, "Matched-utility comparison: VerbMem where KnowMem on retain falls to this "
                                "fraction of the target's (interpolated along the trajectory).", [])
@@ -77,7 +79,8 @@ class MuseStudyConfig(BaseStudyConfig):
                                  ["references", "methods"])
     eval_batch_size: int = _f(64, "Evaluation batch size.", ["references", "methods"])
     max_length: int = _f(128, "Tokens per unlearning chunk, BOS included (MUSE's baselines: 2048).", COMPUTE)
-    probe_size: int = _f(12, "Forget and retain chunks the G-effects are measured on.", ["methods"])
+    geffect_probe_size: int = _f(12, "Forget and retain chunks the G-effects are measured on.", ["methods"],
+                                 renamed_from="probe_size")
     wagle_calibration: int = _f(24, "Forget and retain chunks the WAGLE scores are computed on.", ["masks"])
     attribution_examples: int = _f(3, "Forget chunks whose token attributions are shown.", ["references", "methods"])
     output_dir: str = _f("outputs/geffect_muse", "Study folder (cached stages, data, figures, report).", [])

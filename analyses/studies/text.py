@@ -3,9 +3,9 @@
 Unlearning items are chunks of the forget corpus with ``labels == input_ids``
 (``unlearning.data.build_text_unlearning_data``), each paired with a random retain chunk, and
 ``unlearning.train.run_unlearning`` takes them ready (``datasets=``). The G-effect probes are
-the first ``--probe-size`` forget and retain chunks, so the probe risk is the mean token NLL of
-a chunk (column 0, the BOS, is never scored), and the objectives' token weights are logged on
-document tokens. With ``--packing document`` (the default) a chunk never crosses a document,
+the first ``--geffect-probe-size`` forget and retain chunks, so the probe risk is the mean token
+NLL of a chunk (column 0, the BOS, is never scored), and the objectives' token weights are
+logged on document tokens. With ``--packing document`` (the default) a chunk never crosses a document,
 so a forget probe instance -- and its PG-effect -- is one document (or one piece of it).
 
 The default target and retain models are trained from scratch on the benchmark's corpora

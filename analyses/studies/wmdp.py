@@ -34,7 +34,6 @@ Sanity gate (:func:`analyses.gate.check_wmdp`): the target's pooled hazard accur
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import re
 from dataclasses import dataclass
@@ -59,9 +58,9 @@ __all__ = ["WMDP_METHODS", "WmdpBenchmark", "WmdpStudyConfig", "exercise_text"]
 WMDP_METHODS = ("rmu", "rmu_geffect", "ga", "gd", "npo", "wga", "tnpo", "simsat", "simimp", "satimp", "wagle_gd",
                 "random_gd")
 WMDP_HUB, CORPORA_HUB, MMLU_HUB = "cais/wmdp", "cais/wmdp-corpora", "cais/mmlu"
-QUICK: dict[str, Any] = dict(quick=True, steps=3, trajectory_points=3, epochs=1.0, batch_size=4, geffect_every=1,
-                             probe_size=4, eval_subset=8, wagle_calibration=8, attribution_examples=2,
-                             attribution_steps=4)
+QUICK: dict[str, Any] = dict(quick=True, max_steps=3, trajectory_points=3, num_train_epochs=1.0,
+                             per_device_train_batch_size=4, geffect_every=1, geffect_probe_size=4, eval_subset=8,
+                             wagle_calibration=8, attribution_examples=2, attribution_steps=4)
 #: the ``--quick`` benchmark: 6 documents per corpus, 2 questions each
 QUICK_CORPUS = EmbeddedHazardConfig(num_documents=6, questions_per_document=2)
 #: depth of the official RMU layer: block 7 of Zephyr-7B's 32
@@ -70,7 +69,7 @@ RMU_REFERENCE_DEPTH = 32
 
 @dataclass
 class WmdpStudyConfig(BaseStudyConfig):
-    """The WMDP study (``python -m analyses.geffect_wmdp``; defaults: the embedded analogue on a 2-core CPU)."""
+    """The WMDP study (``python -m analyses wmdp``; defaults: the embedded analogue on a 2-core CPU)."""
 
     QUICK: ClassVar[dict[str, Any]] = QUICK
 
@@ -84,9 +83,10 @@ class WmdpStudyConfig(BaseStudyConfig):
     methods: list[str] = _f(WMDP_METHODS, "Methods to run: rmu (the --rmu-preset convention), registered objectives, "
                             "wagle_gd (GD restricted to the WAGLE mask) or random_gd (GD on a random mask of the same "
                             "density); space- or comma-separated.", [])
-    batch_size: int = _f(8, "Forget chunks per micro-batch.", ["methods"])
-    lr: float | None = _f(None, "Unlearning learning rate; default 3e-3 on the small default model, the unlearning "
-                          "default for pre-trained models with --model.", ["methods"])
+    per_device_train_batch_size: int = _f(8, "Forget chunks per micro-batch.", ["methods"], renamed_from="batch_size")
+    learning_rate: float | None = _f(None, "Unlearning learning rate; default 3e-3 on the small default model, the "
+                                     "unlearning default for pre-trained models with --model.", ["methods"],
+                                     renamed_from="lr")
     geffect_every: int = _f(3, "Track G-effects (and PG-effects, probe weights) every k optimizer steps.", ["methods"])
     trajectory_points: int = _f(4, "Evaluations along each unlearning run (evenly spaced, the last at the end), for "
                                 "the trade-off curves.", ["methods"])
@@ -96,7 +96,8 @@ class WmdpStudyConfig(BaseStudyConfig):
                                  ["references", "methods"])
     eval_batch_size: int = _f(64, "Evaluation batch size.", ["references", "methods"])
     max_length: int = _f(128, "Tokens per unlearning chunk, BOS included (official RMU: 512 bio, 768 cyber).", COMPUTE)
-    probe_size: int = _f(12, "Forget and retain chunks the G-effects are measured on.", ["methods"])
+    geffect_probe_size: int = _f(12, "Forget and retain chunks the G-effects are measured on.", ["methods"],
+                                 renamed_from="probe_size")
     wagle_calibration: int = _f(24, "Forget and retain chunks the WAGLE scores are computed on.", ["masks"])
     attribution_examples: int = _f(3, "Forget chunks whose token attributions are shown.", ["references", "methods"])
     output_dir: str = _f("outputs/geffect_wmdp", "Study folder (cached stages, data, figures, report).", [])
@@ -271,13 +272,13 @@ class WmdpBenchmark(TextBenchmark):
             if layer == rmu.hparams["layer"]:
                 return {}
             logger.info("rmu: %d blocks, steering block %d (preset: block %s)", n_blocks, layer, rmu.hparams["layer"])
-            return {"objective_kwargs": json.dumps({**hp, "layer": layer})}
+            return {"objective_kwargs": {**hp, "layer": layer}}
         if (layer, tuple(update)) != (rmu.hparams["layer"], tuple(rmu.hparams["update_layers"])):
             logger.info("rmu: %d blocks, steering block %d and updating blocks %s (preset: block %s, %s)", n_blocks,
                         layer, update, rmu.hparams["layer"], list(rmu.hparams["update_layers"]))
         hp.update(layer=layer, update_layers=update)
         names = objectives.get("rmu", **hp).trainable_parameter_names(model)
-        return {"objective_kwargs": json.dumps(hp),
+        return {"objective_kwargs": hp,
                 "trainable": "^(?:" + "|".join(re.escape(n) for n in names) + ")$"}
 
     # ---- evaluation ---------------------------------------------------------------------------

@@ -51,14 +51,14 @@ def test_every_field_declares_stages_and_help(config_class):
         assert f.metadata.get("help"), (config_class.__name__, f.name)
 
 
-@pytest.mark.parametrize("config_class, prog", [(MuseStudyConfig, "python -m analyses.geffect_muse"),
-                                                (WmdpStudyConfig, "python -m analyses.geffect_wmdp")])
+@pytest.mark.parametrize("config_class, prog", [(MuseStudyConfig, "python -m analyses muse"),
+                                                (WmdpStudyConfig, "python -m analyses wmdp")])
 def test_text_study_cli(config_class, prog, capsys):
     default = parse_study_args([], config_class=config_class)
     assert isinstance(default, config_class) and not default.quick and default.eval_subset is None
     quick = parse_study_args(["--quick", "--methods", "ga,npo"], config_class=config_class)
-    assert quick.quick and quick.steps == config_class.QUICK["steps"] and quick.methods == ["ga", "npo"]
-    assert config_class.quick_config().probe_size == config_class.QUICK["probe_size"]
+    assert quick.quick and quick.max_steps == config_class.QUICK["max_steps"] and quick.methods == ["ga", "npo"]
+    assert config_class.quick_config().geffect_probe_size == config_class.QUICK["geffect_probe_size"]
     with pytest.raises(SystemExit):
         parse_study_args(["--help"], config_class=config_class, prog=prog)
     text = " ".join(capsys.readouterr().out.split())
@@ -102,18 +102,21 @@ def test_text_cache_keys_follow_the_declared_fields(config_class, field_name, va
 
 
 def test_tofu_stage_keys_are_those_of_before_the_benchmarks():
-    """The TOFU keys hash the same fields as before the refactor (cached TOFU studies stay valid)."""
+    """The TOFU keys hash the same fields as before the benchmarks refactor (the unlearning knobs under their
+    ``UnlearningArguments`` names since the study took those names)."""
     assert stage_fields("models") == ["data", "model", "retain_model", "quick", "split", "max_authors"]
     assert set(stage_fields("methods")) == {
-        "epochs", "steps", "batch_size", "grad_accum", "lr", "geffect_every", "probe_size", "pg_effects",
+        "num_train_epochs", "max_steps", "per_device_train_batch_size", "gradient_accumulation_steps",
+        "learning_rate", "geffect_every", "geffect_probe_size", "pg_effect",
         "trajectory_points", "eval_subset", "eval_batch_size", "max_length", "attribution_examples",
         "attribution_steps", "device", "bf16", "seed", "retain_holdout", "max_new_tokens"}
 
 
 def test_total_steps_counts_like_the_trainer():
-    assert total_steps(24, MuseStudyConfig(batch_size=4, epochs=1.0)) == 6
-    assert total_steps(25, MuseStudyConfig(batch_size=4, grad_accum=2, epochs=2.0)) == 6
-    assert total_steps(24, MuseStudyConfig(steps=5)) == 5
+    assert total_steps(24, MuseStudyConfig(per_device_train_batch_size=4, num_train_epochs=1.0)) == 6
+    assert total_steps(25, MuseStudyConfig(per_device_train_batch_size=4, gradient_accumulation_steps=2,
+                                           num_train_epochs=2.0)) == 6
+    assert total_steps(24, MuseStudyConfig(max_steps=5)) == 5
 
 
 # --------------------------------------------------------------------------- data
@@ -198,14 +201,14 @@ def test_rmu_overrides_train_only_the_preset_parameters(tiny, tmp_path):
     spec = bench.methods["rmu"]
     assert spec.objective == "rmu" and spec.hparams == {"preset": "wmdp"}
     over = bench.method_overrides("rmu", spec, model)
-    hp = json.loads(over["objective_kwargs"])
+    hp = over["objective_kwargs"]
     assert hp == {"preset": "wmdp", "layer": 1, "update_layers": [0, 1]}
     trained = [n for n, _ in model.named_parameters() if re.search(over["trainable"], n)]
     assert trained == ["model.layers.0.mlp.down_proj.weight", "model.layers.1.mlp.down_proj.weight"]
     assert bench.method_overrides("ga", MethodSpec("ga"), model) == {}
     geffect = WmdpBenchmark(WmdpStudyConfig.quick_config(output_dir=str(tmp_path), rmu_preset="geffect"))
     over = geffect.method_overrides("rmu", geffect.methods["rmu"], model)  # every parameter trains, at block 1 of 4
-    assert json.loads(over["objective_kwargs"]) == {"preset": "geffect", "layer": 1} and "trainable" not in over
+    assert over["objective_kwargs"] == {"preset": "geffect", "layer": 1} and "trainable" not in over
 
 
 def test_text_examples_are_chunks_with_labels(tiny, tmp_path):

@@ -1,4 +1,4 @@
-"""End-to-end: ``python -m analyses.geffect_muse --quick`` and ``geffect_wmdp --quick``, embedded and from folders.
+"""End-to-end: ``python -m analyses muse --quick`` and ``wmdp --quick``, embedded and from folders.
 
 Slow (a minute or two each on a CPU): the real pipeline -- default text models trained from
 scratch with the quick recipe, unlearning with G-effect tracking on chunks, the benchmark's
@@ -14,10 +14,13 @@ import json
 import pandas as pd
 import pytest
 
-from analyses import geffect_muse, geffect_wmdp
+from functools import partial
+
+from analyses import cli
 from analyses.pipeline import DONE_FILE
 
 pytestmark = pytest.mark.slow
+muse_main, wmdp_main = partial(cli.main, study="muse"), partial(cli.main, study="wmdp")
 MUSE_METHODS = ("ga", "npo", "satimp", "wagle_gd")
 WMDP_METHODS = ("rmu", "ga", "npo", "random_gd")
 
@@ -33,12 +36,12 @@ def _run(main, tmp_path_factory, name, methods, *extra):
 
 @pytest.fixture(scope="module")
 def muse(tmp_path_factory):
-    return _run(geffect_muse.main, tmp_path_factory, "muse", MUSE_METHODS)
+    return _run(muse_main, tmp_path_factory, "muse", MUSE_METHODS)
 
 
 @pytest.fixture(scope="module")
 def wmdp(tmp_path_factory):
-    return _run(geffect_wmdp.main, tmp_path_factory, "wmdp", WMDP_METHODS)
+    return _run(wmdp_main, tmp_path_factory, "wmdp", WMDP_METHODS)
 
 
 def _check_common(out, summary, methods, metric_cols):
@@ -95,14 +98,14 @@ def test_wmdp_quick_study(wmdp):
 def test_rerun_reuses_everything(muse):
     out, first = muse
     before = {m: (out / "runs" / m / DONE_FILE).read_text() for m in MUSE_METHODS}
-    summary = geffect_muse.main(first["argv"])
+    summary = muse_main(first["argv"])
     assert {m: (out / "runs" / m / DONE_FILE).read_text() for m in MUSE_METHODS} == before
     assert summary["timings"].get("references_s") is None  # reused
 
 
 def test_muse_from_a_folder(tmp_path_factory, muse_folder):
     data = muse_folder
-    out, summary = _run(geffect_muse.main, tmp_path_factory, "muse_folder", ("ga",), "--data", str(data))
+    out, summary = _run(muse_main, tmp_path_factory, "muse_folder", ("ga",), "--data", str(data))
     assert (out / "runs" / "ga" / DONE_FILE).is_file() and not summary["failed"]
     assert summary["config"]["resolved"]["data"]["data"] == str(data)
     assert summary["config"]["resolved"]["data"]["embedded"] is None
@@ -110,7 +113,7 @@ def test_muse_from_a_folder(tmp_path_factory, muse_folder):
 
 def test_wmdp_from_a_folder(tmp_path_factory, wmdp_folder):
     data = wmdp_folder
-    out, summary = _run(geffect_wmdp.main, tmp_path_factory, "wmdp_folder", ("ga",), "--data", str(data))
+    out, summary = _run(wmdp_main, tmp_path_factory, "wmdp_folder", ("ga",), "--data", str(data))
     assert (out / "runs" / "ga" / DONE_FILE).is_file() and not summary["failed"]
     resolved = summary["config"]["resolved"]["data"]
     assert resolved["corpora"] == resolved["utility"] == str(data) and resolved["embedded"] is None

@@ -19,12 +19,12 @@ def test_default_config_runs_every_method():
 
 
 def test_quick_and_explicit_flags():
-    config = parse_study_args(["--quick", "--methods", "ga, npo", "--steps", "7", "--eval-subset", "0", "--bf16"])
-    assert config.quick and config.steps == 7 and config.methods == ["ga", "npo"]
+    config = parse_study_args(["--quick", "--methods", "ga, npo", "--max-steps", "7", "--eval-subset", "0", "--bf16"])
+    assert config.quick and config.max_steps == 7 and config.methods == ["ga", "npo"]
     assert config.eval_subset is None and config.bf16
     quick = parse_study_args(["--quick"])
-    assert quick.probe_size == QUICK["probe_size"] == StudyConfig.quick_config().probe_size
-    assert parse_study_args(["--epochs", "3"]).steps is None
+    assert quick.geffect_probe_size == QUICK["geffect_probe_size"] == StudyConfig.quick_config().geffect_probe_size
+    assert parse_study_args(["--num-train-epochs", "3"]).max_steps == -1  # -1: the epochs decide
     assert parse_study_args(["--methods", "ga", "satimp"]).methods == ["ga", "satimp"]
     assert parse_study_args(["--no-png", "--no_progress"]).png is False
 
@@ -56,7 +56,7 @@ def _keys(config: StudyConfig) -> dict[str, str]:
 @pytest.mark.parametrize("field_name, value, changed", [
     ("max_length", 97, {"references", "masks", "methods"}),
     ("wagle_density", 0.3, {"masks", "methods"}),
-    ("lr", 5e-4, {"methods"}),
+    ("learning_rate", 5e-4, {"methods"}),
     ("eval_subset", 7, {"references", "methods"}),
     ("data", "/some/tofu", {"models", "references", "masks", "methods"}),
     ("split", "forget05", {"models", "references", "masks", "methods"}),
@@ -146,7 +146,7 @@ def test_study_data_source(tmp_path):
 
 def test_failed_gate_stops_before_unlearning_and_says_so(tmp_path, monkeypatch):
     """An untrained target: the report says so at the top, no method runs, the CLI exit code is 2."""
-    from analyses.geffect_tofu import exit_code
+    from analyses.cli import exit_code
 
     for name, es, p in (("target", 0.02, 0.009), ("retain", 0.02, 0.008)):
         folder = tmp_path / "references" / f"eval_{name}"

@@ -1,6 +1,6 @@
 """The report is a real web page: headless Chromium renders every figure with no console error.
 
-Builds a report from synthetic tidy frames (fast; ``test_analyses_e2e.py`` covers the real
+Builds a report from synthetic tidy frames (fast; ``test_tofu_study_e2e.py`` covers the real
 pipeline), injects a small recorder for console errors into a copy of the page, lets
 Chromium run its JavaScript (``--virtual-time-budget``) and parses ``--dump-dom``. Skipped
 only where no Chromium is installed (Debian: ``apt-get install chromium``).

@@ -16,7 +16,7 @@ from analyses.plots import (geffect_steps, layer_buckets, layer_heatmap, mask_de
                             method_order, pg_scatter, save_figures, token_attribution, token_weights,
                             tradeoff, trajectory)
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 FRAMES = synthetic.frames(["ga", "npo", "simsat", "simimp"], steps=4, layers=3, instances=5)
 PLOTS = [(geffect_steps, "geffect_steps"), (layer_heatmap, "geffect_layers"),
          (layer_buckets, "geffect_layers"), (pg_scatter, "pg_effects"),

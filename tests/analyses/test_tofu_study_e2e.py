@@ -1,4 +1,4 @@
-"""End-to-end: ``python -m analyses.geffect_tofu --quick`` builds the whole study, then resumes.
+"""End-to-end: ``python -m analyses tofu --quick`` builds the whole study, then resumes.
 
 Slow (a minute or two on a CPU): runs the real pipeline (default-model preparation with the
 tiny recipe, unlearning with G-effect tracking, evaluation, masks, attributions, report) into
@@ -13,7 +13,7 @@ import json
 import pandas as pd
 import pytest
 
-from analyses import geffect_tofu
+from analyses import cli
 from analyses.pipeline import DONE_FILE
 
 pytestmark = pytest.mark.slow
@@ -26,7 +26,7 @@ def study(tmp_path_factory):
     cache = tmp_path_factory.mktemp("cache")
     argv = ["--quick", "--output-dir", str(out), "--cache-dir", str(cache), "--no-progress", "--no-png",
             "--methods", ",".join(METHODS)]
-    summary = geffect_tofu.main(argv)
+    summary = cli.main(argv, study="tofu")
     return out, cache, argv, summary
 
 
@@ -69,7 +69,7 @@ def test_quick_study_data_is_consistent(study):
 def test_rerun_reuses_finished_methods(study):
     out, _, argv, _ = study
     before = {m: (out / "runs" / m / DONE_FILE).read_text() for m in METHODS}
-    summary = geffect_tofu.main(argv)
+    summary = cli.main(argv, study="tofu")
     after = {m: (out / "runs" / m / DONE_FILE).read_text() for m in METHODS}
     assert before == after  # nothing retrained
     assert summary["timings"]["total_s"] < 120  # only collect + report
