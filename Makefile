@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml
 venv: $(VENV)/.installed
 
 demo: venv
-	$(PY) -m analyses.geffect_tofu $(ARGS)
+	$(PY) -m analyses tofu $(ARGS)
 
 test: venv
 	$(PY) -m pytest $(PYTEST_ARGS)
