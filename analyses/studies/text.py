@@ -24,7 +24,6 @@ from typing import Any, Sequence
 
 from analyses.studies.base import Benchmark
 from analyses.config import BaseStudyConfig
-from analyses.methods import MethodSpec
 from unlearning.data import TextUnlearningData, build_text_unlearning_data, load_idk_answers
 from unlearning.models import DefaultRecipe, prepare_text_models
 
@@ -143,9 +142,6 @@ class TextBenchmark(Benchmark):
         if tokenizer is None:
             raise ValueError(f"the {self.name} benchmark counts forget chunks with the model's tokenizer; pass it")
         return len(self.unlearning_data(tokenizer).forget)
-
-    def method_overrides(self, name: str, spec: MethodSpec, model) -> dict[str, Any]:
-        return {}
 
     def notes(self, paths) -> list[str]:
         notes = []

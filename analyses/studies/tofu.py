@@ -10,7 +10,6 @@ truth ratios); trajectories: ``unlearning.hooks.EvalCallback``; sanity gate:
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 from pathlib import Path

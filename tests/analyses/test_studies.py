@@ -26,7 +26,7 @@ from analyses.frames import collect_frames, trajectory_frame
 from analyses.gate import check_muse, check_wmdp
 from analyses.methods import MethodSpec
 from analyses.plots import tradeoff, trajectory
-from unlearning.data import load_muse, load_utility_questions, load_wmdp_questions, muse_texts, wmdp_texts
+from unlearning.data import load_muse, load_wmdp_questions, muse_texts, wmdp_texts
 from unlearning.metrics.multiple_choice import LETTERS, mc_context, mc_description, mc_table
 
 CONFIGS = [StudyConfig, MuseStudyConfig, WmdpStudyConfig]
