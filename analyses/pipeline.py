@@ -51,8 +51,6 @@ import torch
 from tqdm.auto import tqdm
 
 from analyses.attributions import token_attributions
-from analyses.studies import benchmark_for
-from analyses.studies.base import read_summary, total_steps
 from analyses.config import DEFAULT_METHODS, UNLEARNING_FIELDS, BaseStudyConfig, StudyConfig, stage_key
 from analyses.findings import compute_findings
 from analyses.frames import FRAMES, collect_frames
@@ -60,6 +58,8 @@ from analyses.gate import Gate
 from analyses.methods import METHODS, MethodSpec, method_spec
 from analyses.plots import save_figures
 from analyses.report import build_sections, write_report
+from analyses.studies import benchmark_for
+from analyses.studies.base import read_summary, total_steps
 from geffect import attribute_weights, mask_summary, module_type, parameter_groups, save_mask, weight_mask
 from geffect.io import atomic_write_json, atomic_write_parquet
 from unlearning import objectives

@@ -21,11 +21,11 @@ deprecation warning, for one release.)
 """
 from __future__ import annotations
 
+from analyses.config import BaseStudyConfig
 from analyses.studies.base import Axes, Benchmark
 from analyses.studies.muse import MuseBenchmark, MuseStudyConfig
 from analyses.studies.tofu import TofuBenchmark
 from analyses.studies.wmdp import WmdpBenchmark, WmdpStudyConfig
-from analyses.config import BaseStudyConfig
 
 __all__ = ["BENCHMARKS", "Axes", "Benchmark", "MuseBenchmark", "MuseStudyConfig", "TofuBenchmark", "WmdpBenchmark",
            "WmdpStudyConfig", "benchmark_for"]

@@ -31,11 +31,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Mapping
 
-from analyses.studies.base import Axes, read_summary
-from analyses.studies.text import TextBenchmark, grouped_texts
 from analyses.config import COMPUTE, DEFAULT_METHODS, BaseStudyConfig
 from analyses.config import study_field as _f
 from analyses.gate import Gate, check_muse
+from analyses.studies.base import Axes, read_summary
+from analyses.studies.text import TextBenchmark, grouped_texts
 from unlearning.data import EmbeddedNewsConfig, load_muse, muse_texts
 from unlearning.evaluate_muse import evaluate_muse
 

@@ -22,8 +22,8 @@ import random
 from pathlib import Path
 from typing import Any, Sequence
 
-from analyses.studies.base import Benchmark
 from analyses.config import BaseStudyConfig
+from analyses.studies.base import Benchmark
 from unlearning.data import TextUnlearningData, build_text_unlearning_data, load_idk_answers
 from unlearning.models import DefaultRecipe, prepare_text_models
 

@@ -15,10 +15,10 @@ import logging
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from analyses.studies.base import Axes, Benchmark
 from analyses.config import StudyConfig
 from analyses.frames import METRIC_COLUMNS, SUMMARY_KEYS, TRAJECTORY_KEYS
 from analyses.gate import Gate, check_subject
+from analyses.studies.base import Axes, Benchmark
 from geffect.io import atomic_write_json
 from unlearning.data import DataSource, QADataset, get_template, retain_split_for
 from unlearning.evaluate import ALL_SETS, evaluate_model, load_eval_sets

@@ -40,12 +40,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Mapping
 
-from analyses.studies.base import Axes
-from analyses.studies.text import TextBenchmark
 from analyses.config import COMPUTE, BaseStudyConfig
 from analyses.config import study_field as _f
 from analyses.gate import Gate, check_wmdp
 from analyses.methods import MethodSpec
+from analyses.studies.base import Axes
+from analyses.studies.text import TextBenchmark
 from unlearning import objectives
 from unlearning.data import EmbeddedHazardConfig, load_utility_questions, load_wmdp_questions, wmdp_texts
 from unlearning.evaluate_wmdp import evaluate_wmdp

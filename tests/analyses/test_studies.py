@@ -14,18 +14,18 @@ import pandas as pd
 import pytest
 import torch
 
-from analyses.studies import BENCHMARKS, MuseBenchmark, MuseStudyConfig, TofuBenchmark, WmdpBenchmark, WmdpStudyConfig, benchmark_for
-from analyses.studies.base import Axes, StepEvalCallback, total_steps
-from analyses.studies.muse import QUICK_CORPUS as MUSE_QUICK
-from analyses.studies.text import grouped_texts
-from analyses.studies.wmdp import QUICK_CORPUS as WMDP_QUICK
-from analyses.studies.wmdp import exercise_text, rmu_layers
 from analyses.config import STAGES, BaseStudyConfig, StudyConfig, parse_study_args, stage_fields, stage_key
 from analyses.findings import compute_findings, matched_utility
 from analyses.frames import collect_frames, trajectory_frame
 from analyses.gate import check_muse, check_wmdp
 from analyses.methods import MethodSpec
 from analyses.plots import tradeoff, trajectory
+from analyses.studies import BENCHMARKS, MuseBenchmark, MuseStudyConfig, TofuBenchmark, WmdpBenchmark, WmdpStudyConfig, benchmark_for
+from analyses.studies.base import Axes, StepEvalCallback, total_steps
+from analyses.studies.muse import QUICK_CORPUS as MUSE_QUICK
+from analyses.studies.text import grouped_texts
+from analyses.studies.wmdp import QUICK_CORPUS as WMDP_QUICK
+from analyses.studies.wmdp import exercise_text, rmu_layers
 from unlearning.data import load_muse, load_wmdp_questions, muse_texts, wmdp_texts
 from unlearning.metrics.multiple_choice import LETTERS, mc_context, mc_description, mc_table
 
