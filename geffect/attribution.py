@@ -60,7 +60,7 @@ from geffect.engine import model_logits
 from geffect.io import atomic_write, atomic_write_json
 from geffect.losses import answer_nll, compute_dtype
 from geffect.masking import mask_summary, save_mask, weight_mask
-from geffect.shards import (all_reduce_sum, comm_device, common_group, is_dtensor, layout, local, rank_in, reshard,
+from geffect.distributed import (all_reduce_sum, comm_device, common_group, is_dtensor, layout, local, rank_in, reshard,
                             true_counts, wrap_like)
 
 

@@ -21,7 +21,7 @@ from torch.distributed.tensor import Replicate, Shard, distribute_tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import geffect.masking as masking  # noqa: E402
+from geffect.masking import selection  # noqa: E402
 from geffect.attribution import attribute_and_save, attribute_weights  # noqa: E402
 from geffect.masking import apply_mask_to_gradients, load_mask, mask_overlap, mask_summary, save_mask, weight_mask  # noqa: E402
 from sharded_attribution_common import (DENSITIES, METHODS, calibration, synthetic_scores,  # noqa: E402
@@ -61,7 +61,7 @@ def main(out: Path, single_mask: Path) -> None:
 
     # the selection alone on synthetic sharded scores with heavy ties; small chunks put chunk
     # boundaries inside runs of ties; one tensor is plain (replicated), one DTensor Replicate()
-    masking._CHUNK = 5
+    selection._CHUNK = 5
     full = synthetic_scores()
     sharded = {}
     for n, t in full.items():
@@ -83,7 +83,7 @@ def main(out: Path, single_mask: Path) -> None:
         results["nan"] = "no error"
     except ValueError as err:  # every rank raises, none hangs
         results["nan"] = str(err)
-    masking._CHUNK = 1 << 22
+    selection._CHUNK = 1 << 22
 
     # a mask written by one process, loaded sharded like the parameters; applied to FSDP2 grads
     loaded = load_mask(single_mask, model=model)

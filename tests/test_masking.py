@@ -8,6 +8,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 import geffect.masking as masking
+from geffect.masking import selection, storage
 from geffect.groups import parameter_groups
 from geffect.losses import answer_nll
 from geffect.masking import (apply_mask_to_gradients, check_mask, kept_count, load_mask, mask_overlap,
@@ -61,8 +62,8 @@ def equal(a, b):
 @pytest.mark.parametrize("chunk,max_candidates", [(1 << 22, 1 << 24), (61, 1 << 24), (61, 0)])
 @pytest.mark.parametrize("kind", ["random", "quantised", "all_equal", "zeros", "negative"])
 def test_global_matches_full_sort(monkeypatch, chunk, max_candidates, kind):
-    monkeypatch.setattr(masking, "_CHUNK", chunk)  # 61: 3 chunks, ties straddle them
-    monkeypatch.setattr(masking, "_MAX_CANDIDATES", max_candidates)  # 0 forces the third pass
+    monkeypatch.setattr(selection, "_CHUNK", chunk)  # 61: 3 chunks, ties straddle them
+    monkeypatch.setattr(selection, "_MAX_CANDIDATES", max_candidates)  # 0 forces the third pass
     scores = random_scores()
     if kind == "quantised":
         scores = {n: (s * 4).floor() for n, s in scores.items()}  # heavy ties
@@ -87,8 +88,8 @@ def test_global_matches_full_sort(monkeypatch, chunk, max_candidates, kind):
 def test_float64_scores_rank_in_float64(monkeypatch, chunk, max_candidates, kind):
     """float64 scores are ranked on their float64 values (int64 radix keys, four 16-bit digits):
     values that round to the same float32 are still told apart, ties still go by position."""
-    monkeypatch.setattr(masking, "_CHUNK", chunk)
-    monkeypatch.setattr(masking, "_MAX_CANDIDATES", max_candidates)
+    monkeypatch.setattr(selection, "_CHUNK", chunk)
+    monkeypatch.setattr(selection, "_MAX_CANDIDATES", max_candidates)
     base = {n: s.double() for n, s in random_scores(7).items()}
     if kind == "close":  # distinct float64 values, many equal after rounding to float32
         scores = {n: 1.0 + (s * 64).floor() * 1e-12 + s * 1e-14 for n, s in base.items()}
@@ -220,7 +221,7 @@ def test_save_mask_is_atomic(tmp_path, monkeypatch):
         Path(filename).write_bytes(b"half a file")
         raise OSError("disk full")
 
-    monkeypatch.setattr(masking, "_write_safetensors", torn_write)
+    monkeypatch.setattr(storage, "_write_safetensors", torn_write)
     with pytest.raises(OSError, match="disk full"):
         save_mask({"w": torch.tensor([False, False, False])}, path)
     assert equal(load_mask(path), m)
