@@ -1,6 +1,6 @@
-"""Driver for tests/test_sharded_attribution.py, run under ``torchrun`` (gloo, CPU).
+"""Driver for tests/geffect/sharded/test_sharded_attribution.py, run under ``torchrun`` (gloo, CPU).
 
-    python -m torch.distributed.run --standalone --nproc_per_node W tests/sharded_attribution_driver.py OUT SINGLE_MASK
+    python -m torch.distributed.run --standalone --nproc_per_node W tests/geffect/sharded/sharded_attribution_driver.py OUT SINGLE_MASK
 
 Every rank shards the same float64 tiny Llama with FSDP2 (``fully_shard`` per decoder layer and
 at the root), takes its own share of the calibration batches (batches r, r+W, ...: the ranks hold
