@@ -33,6 +33,8 @@ def gathered(tensors):
 
 
 def main(out: Path, single_mask: Path) -> None:
+    """Every sharded result the test compares, in one linear script (one process group, one model;
+    kept as one function so that the collectives visibly run in the same order on every rank)."""
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
     mesh = init_device_mesh("cpu", (world,))
