@@ -1,5 +1,5 @@
-"""Model, calibration data and synthetic scores shared by tests/test_sharded_attribution.py and its
-torchrun driver (tests/sharded_attribution_driver.py): both sides build exactly the same values."""
+"""Model, calibration data and synthetic scores shared by tests/geffect/sharded/test_sharded_attribution.py and its
+torchrun driver (tests/geffect/sharded/sharded_attribution_driver.py): both sides build exactly the same values."""
 from __future__ import annotations
 
 import torch

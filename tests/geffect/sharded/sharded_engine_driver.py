@@ -1,6 +1,6 @@
-"""Driver for tests/test_sharded_engine.py, run under ``torchrun`` (gloo, CPU).
+"""Driver for tests/geffect/sharded/test_sharded_engine.py, run under ``torchrun`` (gloo, CPU).
 
-    python -m torch.distributed.run --standalone --nproc_per_node 2 tests/sharded_engine_driver.py OUT
+    python -m torch.distributed.run --standalone --nproc_per_node 2 tests/geffect/sharded/sharded_engine_driver.py OUT
 
 Every rank shards the same float64 tiny Llama with FSDP2 in one of three layouts, takes its own
 rows of one batch (rows r, r+W, ...: uneven), and computes the ghost engine's per-instance,

@@ -1,7 +1,7 @@
 """The ghost engine on FSDP2-sharded models: two CPU processes (torchrun, gloo) give the same
 per-instance, per-parameter inner products as the one-process loop reference.
 
-The driver (tests/sharded_engine_driver.py) shards a float64 tiny untied Llama in four layouts
+The driver (tests/geffect/sharded/sharded_engine_driver.py) shards a float64 tiny untied Llama in four layouts
 (decoder blocks only; accelerate's layout with the input embedding on its own and the final
 norm + LM head as one unit; every RMSNorm on its own, once with its rule and once through the
 fallback) and gives each rank its own rows. The layouts with modules wrapped on their own are
@@ -26,7 +26,8 @@ from sharded_engine_driver import LAYOUTS, direction  # noqa: E402
 
 pytestmark = pytest.mark.slow  # two torchrun processes (~15 s)
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
+HERE = Path(__file__).resolve().parent
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +35,7 @@ def sharded(tmp_path_factory):
     out = tmp_path_factory.mktemp("sharded-engine")
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO), TOKENIZERS_PARALLELISM="false")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(REPO / "tests" / "sharded_engine_driver.py"), str(out)]
+           str(HERE / "sharded_engine_driver.py"), str(out)]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, f"{' '.join(cmd)}\n--- stdout\n{proc.stdout[-3000:]}\n--- stderr\n{proc.stderr[-6000:]}"
     results = torch.load(out / "results.pt", weights_only=False)
@@ -76,7 +77,7 @@ def test_tracker_on_a_one_process_fsdp2_model(tmp_path):
     equal the unsharded model's, with all rows in one pass and two rows per pass."""
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO), TOKENIZERS_PARALLELISM="false")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1",
-           str(REPO / "tests" / "fsdp_one_process_driver.py"), str(tmp_path)]
+           str(HERE / "fsdp_one_process_driver.py"), str(tmp_path)]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, f"{' '.join(cmd)}\n--- stderr\n{proc.stderr[-6000:]}"
     errors = torch.load(tmp_path / "errors.pt")

@@ -6,7 +6,7 @@
 - ``python -m unlearning.train ... --track-geffect --bf16`` on the default small model, two
   steps on CUDA: the G-effect tables are written, finite, and the model trained in bf16.
 
-Bounds are those of the CPU tests (tests/test_bf16.py, measured there) with a 2x margin for
+Bounds are those of the CPU tests (tests/geffect/test_bf16.py, measured there) with a 2x margin for
 the GPU's different bf16 kernels; each test prints its measured error (``pytest -s``), which
 docs/scale.md asks to record.
 """
@@ -30,7 +30,7 @@ from test_bf16 import fro, setup, spy_autocast_in_rules  # noqa: E402  (the CPU 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("family", ["llama", "gpt2", "qwen2"])

@@ -1,6 +1,6 @@
-"""Driver for tests/test_sharded_engine.py::test_tracker_on_a_one_process_fsdp2_model (torchrun, 1 process).
+"""Driver for tests/geffect/sharded/test_sharded_engine.py::test_tracker_on_a_one_process_fsdp2_model (torchrun, 1 process).
 
-    python -m torch.distributed.run --standalone --nproc_per_node 1 tests/fsdp_one_process_driver.py OUT
+    python -m torch.distributed.run --standalone --nproc_per_node 1 tests/geffect/sharded/fsdp_one_process_driver.py OUT
 
 FSDP2 with a single rank (a sharded model whose process group has one member): the tracker's
 G-effects and PG-effects (the probe-risk gradient is then a sharded backward with one rank) equal

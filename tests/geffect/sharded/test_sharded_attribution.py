@@ -2,7 +2,7 @@
 give the same scores and exactly the same masks as one process, and mask files move between
 world sizes 1 and 2 in both directions.
 
-The driver (tests/sharded_attribution_driver.py) shards a float64 tiny Llama with
+The driver (tests/geffect/sharded/sharded_attribution_driver.py) shards a float64 tiny Llama with
 ``fully_shard``; each rank scores its own share of the calibration batches (rank 0: forget
 batches 0 and 2, rank 1: batch 1 - uneven, so one rank runs a zero-weighted pass while the
 other still has data), no rank holds full scores, and the global top-k threshold is found with
@@ -28,8 +28,9 @@ from sharded_attribution_common import DENSITIES, METHODS, calibration, syntheti
 
 pytestmark = pytest.mark.slow  # two torchrun processes (~30 s on a shared 2-core machine)
 
-REPO = Path(__file__).resolve().parents[1]
-DRIVER = REPO / "tests" / "sharded_attribution_driver.py"
+REPO = Path(__file__).resolve().parents[3]
+HERE = Path(__file__).resolve().parent
+DRIVER = HERE / "sharded_attribution_driver.py"
 
 
 def reference_mask(scores, k):

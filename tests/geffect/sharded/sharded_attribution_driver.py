@@ -1,6 +1,6 @@
-"""Driver for tests/test_sharded_attribution.py, run under ``torchrun`` (gloo, CPU).
+"""Driver for tests/geffect/sharded/test_sharded_attribution.py, run under ``torchrun`` (gloo, CPU).
 
-    python -m torch.distributed.run --standalone --nproc_per_node W tests/sharded_attribution_driver.py OUT SINGLE_MASK
+    python -m torch.distributed.run --standalone --nproc_per_node W tests/geffect/sharded/sharded_attribution_driver.py OUT SINGLE_MASK
 
 Every rank shards the same float64 tiny Llama with FSDP2 (``fully_shard`` per decoder layer and
 at the root), takes its own share of the calibration batches (batches r, r+W, ...: the ranks hold
@@ -21,7 +21,7 @@ from torch.distributed.tensor import Replicate, Shard, distribute_tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import geffect.masking as masking  # noqa: E402
+from geffect.masking import selection  # noqa: E402
 from geffect.attribution import attribute_and_save, attribute_weights  # noqa: E402
 from geffect.masking import apply_mask_to_gradients, load_mask, mask_overlap, mask_summary, save_mask, weight_mask  # noqa: E402
 from sharded_attribution_common import (DENSITIES, METHODS, calibration, synthetic_scores,  # noqa: E402
@@ -33,6 +33,8 @@ def gathered(tensors):
 
 
 def main(out: Path, single_mask: Path) -> None:
+    """Every sharded result the test compares, in one linear script (one process group, one model;
+    kept as one function so that the collectives visibly run in the same order on every rank)."""
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
     mesh = init_device_mesh("cpu", (world,))
@@ -61,7 +63,7 @@ def main(out: Path, single_mask: Path) -> None:
 
     # the selection alone on synthetic sharded scores with heavy ties; small chunks put chunk
     # boundaries inside runs of ties; one tensor is plain (replicated), one DTensor Replicate()
-    masking._CHUNK = 5
+    selection._CHUNK = 5
     full = synthetic_scores()
     sharded = {}
     for n, t in full.items():
@@ -83,7 +85,7 @@ def main(out: Path, single_mask: Path) -> None:
         results["nan"] = "no error"
     except ValueError as err:  # every rank raises, none hangs
         results["nan"] = str(err)
-    masking._CHUNK = 1 << 22
+    selection._CHUNK = 1 << 22
 
     # a mask written by one process, loaded sharded like the parameters; applied to FSDP2 grads
     loaded = load_mask(single_mask, model=model)
