@@ -556,7 +556,7 @@ def within_group_correlation(frame: pd.DataFrame, x: str, y: str, group: str | S
     """
     level, n_resamples = _level(level), _resamples(n_resamples)
     groups = _check_corr(frame, x, y, group, method)
-    data = frame.dropna(subset=[x, y])
+    data = frame.dropna(subset=[x, y]).reset_index(drop=True)  # unique row labels for the unit lookup below
     parts = [g for _, g in data.groupby(groups, sort=True) if len(g) >= 3]
     if unit is not None:
         if unit not in data.columns:

@@ -312,6 +312,13 @@ def test_within_group_correlation_removes_a_shared_trend():
         assert abs(est.estimate) < 0.15 and est.contains(0.0), est
         assert est.estimate == pytest.approx(per_group.mean(), rel=1e-12) and est.n == 200
         assert verdict(est, 0.0, "greater") == INCONCLUSIVE
+    # row labels play no part (a frame glued from parts repeats them); a unit twice in a group is an error
+    glued = pd.concat([g for _, g in frame.groupby("step")])
+    glued.index = np.arange(len(glued)) % 40
+    assert within_group_correlation(glued, "x", "y", "step", unit="unit") == \
+        within_group_correlation(frame, "x", "y", "step", unit="unit")
+    with pytest.raises(ValueError, match="each unit once per group"):
+        within_group_correlation(pd.concat([frame, frame.head(1)]), "x", "y", "step", unit="unit")
     # a real within-group relation is found (Pearson too)
     related = _trending(5, 40, 1.0, np.random.default_rng(14))
     for method in ("spearman", "pearson"):
