@@ -16,13 +16,16 @@ The layout of the study: a value per (seed, unit), where a *seed* is one unlearn
   ``scipy.stats.bootstrap`` (Efron & Tibshirani 1993, ch. 13-14), for one sample or several
   paired (resampled together) or independent samples.
 - :func:`hierarchical_bootstrap`: two levels. Each replicate draws the seeds with replacement,
-  then units: ``scheme="nested"`` draws units with replacement *within each drawn seed*
-  (Davison & Hinkley 1997, sec. 3.8; Saravanan et al. 2020), for units that differ between
-  seeds (probe instances sampled anew per seed); ``scheme="crossed"`` draws one set of units
-  shared by all drawn seeds (the pigeonhole bootstrap, Owen 2007), for the same evaluation
-  rows scored in every seed. ``scipy.stats.bootstrap`` resamples one level only, so this one
-  is written here (multinomial counts, vectorised over replicates); percentile intervals only
-  (BCa's acceleration has no agreed two-level jackknife).
+  then units: ``scheme="crossed"`` (the default when units are named) draws one set of units
+  shared by all drawn seeds (the pigeonhole bootstrap, Owen 2007): the same evaluation rows are
+  scored in every seed, and a hard row is hard in each of them; ``scheme="nested"`` draws
+  units with replacement *within each drawn seed* (Davison & Hinkley 1997, sec. 3.8;
+  Saravanan et al. 2020), for units with nothing in common between seeds. By default the
+  interval is widened to the Student-t interval over per-seed values when that is wider
+  (``seed_t``): a bootstrap over 3-5 seeds alone covers far below its level. Coverage of each
+  scheme on synthetic layouts: docs/statistics.md. ``scipy.stats.bootstrap`` resamples one
+  level only, so this one is written here (multinomial counts, vectorised over replicates);
+  percentile intervals only (BCa's acceleration has no agreed two-level jackknife).
 - :func:`ratio_ci`: a ratio of sums (the share of a G-effect in a layer group = group sum /
   total) resampled as the ratio of the resampled sums, never the mean of per-unit ratios.
 - :func:`paired_difference`: method A minus method B on the same (seed, unit) pairs.
@@ -73,7 +76,7 @@ _DIRECTIONS = {"greater": "greater", ">": "greater", "less": "less", "<": "less"
 _SCIPY_METHODS = {"percentile": "percentile", "bca": "BCa", "basic": "basic"}
 #: ``scipy.stats.bootstrap`` takes ``rng`` from scipy 1.15, ``random_state`` before
 _RNG_KW = "rng" if "rng" in inspect.signature(sps.bootstrap).parameters else "random_state"
-_CHUNK = 1 << 22  # replicate-by-cell weights held at once (floats), bounds memory
+_CHUNK = 1 << 22  # replicates x cells (or units) drawn at once: bounds memory
 
 RngLike = int | np.random.Generator | None
 
@@ -293,33 +296,46 @@ def _cells(seeds: np.ndarray, units: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return cell, pairs[:, 0], pairs[:, 1]
 
 
-def _cell_weights(cell_seed: np.ndarray, cell_unit: np.ndarray, scheme: str, size: int,
-                  gen: np.random.Generator) -> np.ndarray:
-    """Resample counts per cell for ``size`` replicates: (size, n_cells).
+def _uniform_counts(gen: np.random.Generator, draws: np.ndarray, k: int) -> np.ndarray:
+    """Multinomial(draws[b], uniform over k) counts for each row b: (len(draws), k).
+
+    Draws the indices and counts them (one ``bincount``): much faster than
+    ``Generator.multinomial``, which draws k binomials per row.
+    """
+    rows = np.repeat(np.arange(draws.size), draws)  # (sum(draws),) replicate of each draw
+    picks = gen.integers(0, k, size=rows.size)  # (sum(draws),)
+    return np.bincount(rows * k + picks, minlength=draws.size * k).reshape(draws.size, k)  # (size, k)
+
+
+def _resampled_sums(cell_seed: np.ndarray, cell_unit: np.ndarray, cell_values: np.ndarray, scheme: str, size: int,
+                    gen: np.random.Generator) -> np.ndarray:
+    """Sums of per-cell values over ``size`` two-level resamples: (size, V) for cell_values (n_cells, V).
 
     Seeds are drawn with replacement (S draws among S seeds). ``nested``: each drawn copy of
     seed s draws K_s of its K_s units with replacement; the m copies of s together draw a
-    Multinomial(m K_s, 1/K_s) (a sum of m multinomials with the same probabilities).
-    ``crossed``: one Multinomial(U, 1/U) draw over all U units, shared by every seed; a cell
-    (s, u) counts (copies of s) x (copies of u).
+    Multinomial(m K_s, 1/K_s) (a sum of m multinomials with the same probabilities), so a
+    resample's sum is counts_s @ values_s summed over seeds. ``crossed``: one Multinomial(U, 1/U)
+    draw over all U units, shared by every seed; a cell (s, u) counts (copies of s) x (copies of
+    u), so the sum is M X C^T per replicate with X the (S, U) table of cell values.
     """
     n_seeds = int(cell_seed.max()) + 1
-    seed_counts = gen.multinomial(n_seeds, np.full(n_seeds, 1.0 / n_seeds), size=size)  # (size, S)
-    weights = np.zeros((size, cell_seed.size))
+    seed_counts = _uniform_counts(gen, np.full(size, n_seeds), n_seeds).astype(np.float64)  # (size, S)
     if scheme == "nested":
+        out = np.zeros((size, cell_values.shape[1]))
         for s in range(n_seeds):
             cols = np.flatnonzero(cell_seed == s)
-            k = cols.size
-            weights[:, cols] = gen.multinomial(seed_counts[:, s] * k, np.full(k, 1.0 / k))  # (size, K_s)
-    else:
-        n_units = int(cell_unit.max()) + 1
-        unit_counts = gen.multinomial(n_units, np.full(n_units, 1.0 / n_units), size=size)  # (size, U)
-        weights[:] = seed_counts[:, cell_seed] * unit_counts[:, cell_unit]
-    return weights
+            counts = _uniform_counts(gen, seed_counts[:, s].astype(np.int64) * cols.size, cols.size)  # (size, K_s)
+            out += counts @ cell_values[cols]  # (size, V)
+        return out
+    n_units = int(cell_unit.max()) + 1
+    unit_counts = _uniform_counts(gen, np.full(size, n_units), n_units).astype(np.float64)  # (size, U)
+    table = np.zeros((n_seeds, n_units, cell_values.shape[1]))  # (S, U, V); absent cells stay 0
+    table[cell_seed, cell_unit] = cell_values
+    return np.einsum("bs,suv,bu->bv", seed_counts, table, unit_counts, optimize=True)  # (size, V)
 
 
 def hierarchical_bootstrap(values: Any, seeds: Any = None, units: Any = None, *, denominator: Any = None,
-                           scheme: str = "nested", seed_t: bool = True, level: float = LEVEL,
+                           scheme: str = "auto", seed_t: bool = True, level: float = LEVEL,
                            n_resamples: int = N_RESAMPLES, rng: RngLike = 0) -> Estimate:
     """Two-level (seeds, then units) percentile bootstrap of a mean or a ratio of sums.
 
@@ -335,12 +351,15 @@ def hierarchical_bootstrap(values: Any, seeds: Any = None, units: Any = None, *,
         units: unit label per observation (evaluation row, probe instance); ``None``: every
             observation is its own unit.
         denominator: per-observation denominator for a ratio of sums.
-        scheme: ``"nested"``: units drawn within each drawn seed (Saravanan et al. 2020), for
-            units that differ between seeds; ``"crossed"``: one draw of units shared by all seeds
-            (Owen 2007), for the same rows scored in every seed (needs ``units``).
+        scheme: ``"crossed"``: one draw of units shared by all seeds (Owen 2007), for the same
+            rows scored in every seed (needs ``units``; slightly conservative when units have
+            nothing in common across seeds); ``"nested"``: units drawn within each drawn seed
+            (Saravanan et al. 2020), which undercovers when a unit's effect is shared across
+            seeds (0.87 for a nominal 0.95 in docs/statistics.md); ``"auto"``: crossed when
+            ``units`` are given, else nested (every observation its own unit).
         seed_t: return the hull of the bootstrap interval and the Student-t interval over the
             per-seed statistics (:func:`seed_interval`). A percentile bootstrap over 3-5 seeds
-            covers well below its level when seeds differ (0.78 for a nominal 0.95 at 3 seeds in
+            covers well below its level when seeds differ (0.76-0.79 for a nominal 0.95 at 3 seeds in
             docs/statistics.md); the t interval knows how little a few seeds say, the bootstrap
             sees the units; the hull covers when either does. One seed then gives no interval
             (NaN bounds): seed-to-seed noise cannot be seen. ``False``: the bootstrap alone (with
@@ -351,9 +370,11 @@ def hierarchical_bootstrap(values: Any, seeds: Any = None, units: Any = None, *,
         :class:`Estimate` with ``n`` = the number of (seed, unit) cells and ``n_seeds``.
     """
     level, n_resamples = _level(level), _resamples(n_resamples)
-    if scheme not in ("nested", "crossed"):
-        raise ValueError(f"unknown scheme {scheme!r}: use 'nested' (units differ between seeds) or 'crossed' (the same "
-                         "units in every seed)")
+    if scheme not in ("auto", "nested", "crossed"):
+        raise ValueError(f"unknown scheme {scheme!r}: use 'crossed' (the same units in every seed), 'nested' (units "
+                         "differ between seeds) or 'auto' (crossed when units are given)")
+    if scheme == "auto":
+        scheme = "nested" if units is None else "crossed"
     x = _values(values, "values")
     den = np.ones_like(x) if denominator is None else _values(denominator, "denominator")
     if den.size != x.size:
@@ -385,19 +406,20 @@ def hierarchical_bootstrap(values: Any, seeds: Any = None, units: Any = None, *,
                             + ("one seed" if n_seeds < 2 else "a seed's statistic is undefined") + ")", n_seeds)
         t_interval = seed_interval(per_seed, level=level)
     gen = np.random.default_rng(rng)
+    cell_values = np.stack([num_c, den_c], axis=1)  # (n_cells, 2)
     chunk = max(1, _CHUNK // num_c.size)
     reps = []
     for start in range(0, n_resamples, chunk):
-        w = _cell_weights(cell_seed, cell_unit, scheme, min(chunk, n_resamples - start), gen)  # (b, n_cells)
+        sums = _resampled_sums(cell_seed, cell_unit, cell_values, scheme, min(chunk, n_resamples - start), gen)
         with np.errstate(invalid="ignore", divide="ignore"):
-            reps.append((w @ num_c) / (w @ den_c))  # (b,)
+            reps.append(sums[:, 0] / sums[:, 1])  # (b,)
     low, high = _percentile(np.concatenate(reps), level)
     if t_interval is not None:
         low, high = min(low, t_interval.low), max(high, t_interval.high)  # NaN bootstrap bounds stay NaN
     return Estimate(estimate, low, high, level, num_c.size, label, n_seeds)
 
 
-def ratio_ci(numerator: Any, denominator: Any, *, seeds: Any = None, units: Any = None, scheme: str = "nested",
+def ratio_ci(numerator: Any, denominator: Any, *, seeds: Any = None, units: Any = None, scheme: str = "auto",
              seed_t: bool = True, method: str = "percentile", level: float = LEVEL, n_resamples: int = N_RESAMPLES,
              rng: RngLike = 0) -> Estimate:
     """Interval of ``sum(numerator) / sum(denominator)``, resampled as a ratio of resampled sums.
@@ -433,7 +455,7 @@ def _ratio_of_sums(num: np.ndarray, den: np.ndarray, axis: int = -1) -> np.ndarr
 
 
 def paired_difference(frame: pd.DataFrame, *, value: str, between: str, a: Hashable, b: Hashable, unit: str,
-                      seed: str | None = None, scheme: str = "nested", seed_t: bool = True, method: str = "percentile",
+                      seed: str | None = None, scheme: str = "auto", seed_t: bool = True, method: str = "percentile",
                       level: float = LEVEL, n_resamples: int = N_RESAMPLES, rng: RngLike = 0) -> Estimate:
     """Interval of mean(A − B) over the (seed, unit) pairs both A and B were scored on.
 

@@ -224,6 +224,9 @@ def test_seed_t_hull_and_one_seed():
     one = hierarchical_bootstrap(x[:40], seed[:40], unit[:40])
     assert not one.has_interval and one.n_seeds == 1 and verdict(one, -100.0, "greater") == INCONCLUSIVE
     assert hierarchical_bootstrap(x[:40], seed[:40], unit[:40], seed_t=False).has_interval
+    # the default scheme: crossed when units are named (the same rows in every seed), else nested
+    assert hierarchical_bootstrap(x, seed, unit).method.startswith("crossed")
+    assert hierarchical_bootstrap(x, seed).method.startswith("nested")
     with pytest.raises(ValueError, match="needs units"):
         hierarchical_bootstrap(x, seed, scheme="crossed")
     with pytest.raises(ValueError, match="unknown scheme"):
