@@ -563,61 +563,96 @@ def group_correlations(frame: pd.DataFrame, x: str, y: str, group: str | Sequenc
 
 
 def within_group_correlation(frame: pd.DataFrame, x: str, y: str, group: str | Sequence[str], *,
-                             unit: str | None = None, method: str = "spearman", level: float = LEVEL,
-                             n_resamples: int = N_RESAMPLES, rng: RngLike = 0) -> Estimate:
+                             unit: str | None = None, seed: str | None = None, seed_t: bool = True,
+                             method: str = "spearman", level: float = LEVEL, n_resamples: int = N_RESAMPLES,
+                             rng: RngLike = 0) -> Estimate:
     """Mean over groups of the within-group correlation, with a bootstrap interval over units.
 
-    E.g. weight vs likelihood within each step (``group="step"``; or ``["seed", "step"]``): a
-    trend both variables follow across steps shifts every group alike and adds nothing here,
-    while a correlation pooled over steps counts it. The estimate is the unweighted mean of
-    :func:`group_correlations` over the groups where it is defined. Each replicate resamples
-    units with replacement: within each group independently (``unit=None``), or one draw of
-    ``unit`` ids shared by all groups (the same probe instances at every step; each unit at most
-    once per group), and recomputes every group's correlation (Spearman: average ranks of the
-    resample) and their mean. Percentile interval; ``n`` = the rows used, ``n_seeds=None``.
+    E.g. weight vs likelihood within each step (``group="step"``): a trend both variables follow
+    across steps shifts every group alike and adds nothing here, while a correlation pooled over
+    steps counts it. The estimate is the unweighted mean of :func:`group_correlations` over the
+    groups where it is defined; with ``seed``, groups lie within seeds and the estimate is the
+    mean over seeds of each seed's mean over its groups.
+
+    Each replicate resamples units with replacement: within each group independently
+    (``unit=None``), or one draw of ``unit`` ids shared by all groups and seeds (the same probe
+    instances at every step: the crossed scheme of :func:`hierarchical_bootstrap`; each unit at
+    most once per group), and recomputes every group's correlation (Spearman: average ranks of
+    the resample) and their mean. With ``seed`` it also draws the seeds with replacement, and
+    ``seed_t`` takes the hull with the t interval over per-seed means (one seed: no interval), as
+    in :func:`hierarchical_bootstrap` (clipped to [-1, 1]). Percentile interval; ``n`` = the rows
+    used, or with ``unit`` the distinct (seed, unit) pairs (the units resampled).
     """
     level, n_resamples = _level(level), _resamples(n_resamples)
     groups = _check_corr(frame, x, y, group, method)
-    data = frame.dropna(subset=[x, y]).reset_index(drop=True)  # unique row labels for the unit lookup below
-    parts = [g for _, g in data.groupby(groups, sort=True) if len(g) >= 3]
+    if seed is not None:
+        if seed not in frame.columns:
+            raise ValueError(f"frame lacks the seed column {seed!r}; it has {list(frame.columns)}")
+        groups = [seed, *(g for g in groups if g != seed)]
+    data = frame.dropna(subset=[x, y]).reset_index(drop=True)  # positions as row labels, for the unit lookup
     if unit is not None:
         if unit not in data.columns:
             raise ValueError(f"frame lacks the unit column {unit!r}; it has {list(data.columns)}")
         dup = data.duplicated([*groups, unit])
         if dup.any():
             raise ValueError(f"{int(dup.sum())} rows repeat a ({', '.join(groups)}, {unit}) pair: each unit once per group")
-    ones = [np.ones((1, len(g))) for g in parts]
-    r0 = np.array([_correlation(g[x].to_numpy(np.float64), g[y].to_numpy(np.float64), o, method)[0]
-                   for g, o in zip(parts, ones)])
-    n = int(sum(len(g) for g in parts))
-    label = f"within-group {method}, mean over {int(np.isfinite(r0).sum())} groups (percentile)"
-    if not np.isfinite(r0).any():
-        return Estimate(float("nan"), float("nan"), float("nan"), level, n, label)
-    estimate = float(np.nanmean(r0))
-    gen = np.random.default_rng(rng)
-    unit_codes = None
+    seed_codes = np.zeros(len(data), dtype=np.int64) if seed is None else pd.factorize(data[seed], sort=True)[0]
+    n_seeds = int(seed_codes.max()) + 1 if len(data) else 0
+    parts = [g.index.to_numpy() for _, g in data.groupby(groups, sort=True) if len(g) >= 3]  # row positions
+    part_seed = np.array([seed_codes[p[0]] for p in parts], dtype=np.int64)
+    xs, ys = data[x].to_numpy(np.float64), data[y].to_numpy(np.float64)
     if unit is not None:
-        codes, uniq = pd.factorize(data[unit])
-        unit_of = pd.Series(codes, index=data.index)
-        unit_codes = [unit_of.loc[g.index].to_numpy() for g in parts]
-        n_units = len(uniq)
-    sums = np.zeros(n_resamples)
-    counts = np.zeros(n_resamples)
-    for start in range(0, n_resamples, max(1, _CHUNK // max(n, 1))):
-        b = min(max(1, _CHUNK // max(n, 1)), n_resamples - start)
-        shared = gen.multinomial(n_units, np.full(n_units, 1.0 / n_units), size=b) if unit is not None else None
-        for i, g in enumerate(parts):
-            k = len(g)
-            w = (shared[:, unit_codes[i]].astype(np.float64) if shared is not None
-                 else gen.multinomial(k, np.full(k, 1.0 / k), size=b).astype(np.float64))  # (b, k)
-            r = _correlation(g[x].to_numpy(np.float64), g[y].to_numpy(np.float64), w, method)  # (b,)
+        unit_codes = pd.factorize(data[unit])[0]
+        n_units = int(unit_codes.max()) + 1
+
+    def seed_means(weights: Callable[[np.ndarray], np.ndarray], b: int) -> np.ndarray:
+        """Per-seed mean over groups of the correlation of each resample: (b, S), NaN where none is defined."""
+        sums, counts = np.zeros((b, max(n_seeds, 1))), np.zeros((b, max(n_seeds, 1)))
+        for p, s in zip(parts, part_seed):
+            r = _correlation(xs[p], ys[p], weights(p), method)  # (b,)
             ok = np.isfinite(r)
-            sums[start:start + b] += np.where(ok, r, 0.0)
-            counts[start:start + b] += ok
-    with np.errstate(invalid="ignore", divide="ignore"):
-        reps = np.where(counts > 0, sums / counts, np.nan)
-    low, high = _percentile(reps, level)
-    return Estimate(estimate, low, high, level, n, label)
+            sums[:, s] += np.where(ok, r, 0.0)
+            counts[:, s] += ok
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(counts > 0, sums / counts, np.nan)
+
+    used = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+    n = used.size if unit is None else len(set(zip(seed_codes[used].tolist(), unit_codes[used].tolist())))
+    per_seed = seed_means(lambda p: np.ones((1, p.size)), 1)[0]  # (S,)
+    defined = int(sum(np.isfinite(_correlation(xs[p], ys[p], np.ones((1, p.size)), method))[0] for p in parts))
+    label = f"within-group {method}, mean over {defined} groups (percentile)"
+    nan = float("nan")
+    if not np.isfinite(per_seed).any():
+        return Estimate(nan, nan, nan, level, n, label, n_seeds if seed is not None else None)
+    estimate = float(np.nanmean(per_seed))
+    if seed is None:
+        t_interval = None
+    else:
+        label += ", seeds resampled" + (" hull with t over seeds" if seed_t else "")
+        t_interval = seed_interval(per_seed[np.isfinite(per_seed)], level=level) if seed_t else None
+        if seed_t and not t_interval.has_interval:
+            return Estimate(estimate, nan, nan, level, n, label + " (no interval: one seed)", n_seeds)
+    gen = np.random.default_rng(rng)
+    reps = []
+    chunk = max(1, _CHUNK // max(n, 1))
+    for start in range(0, n_resamples, chunk):
+        b = min(chunk, n_resamples - start)
+        if unit is not None:
+            shared = _uniform_counts(gen, np.full(b, n_units), n_units).astype(np.float64)  # (b, U)
+            means = seed_means(lambda p: shared[:, unit_codes[p]], b)  # (b, S)
+        else:
+            means = seed_means(lambda p: _uniform_counts(gen, np.full(b, p.size), p.size).astype(np.float64), b)
+        if seed is None:
+            reps.append(means[:, 0])
+            continue
+        m = _uniform_counts(gen, np.full(b, n_seeds), n_seeds).astype(np.float64)  # (b, S) copies of each seed
+        m[~np.isfinite(means)] = 0.0
+        with np.errstate(invalid="ignore", divide="ignore"):
+            reps.append(np.nansum(m * np.nan_to_num(means), axis=1) / m.sum(axis=1))  # (b,)
+    low, high = _percentile(np.concatenate(reps), level)
+    if t_interval is not None:
+        low, high = max(min(low, t_interval.low), -1.0), min(max(high, t_interval.high), 1.0)  # r lies in [-1, 1]
+    return Estimate(estimate, low, high, level, n, label, n_seeds if seed is not None else None)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -313,7 +313,7 @@ def test_within_group_correlation_removes_a_shared_trend():
     for unit in (None, "unit"):
         est = within_group_correlation(frame, "x", "y", "step", unit=unit)
         assert abs(est.estimate) < 0.15 and est.contains(0.0), est
-        assert est.estimate == pytest.approx(per_group.mean(), rel=1e-12) and est.n == 200
+        assert est.estimate == pytest.approx(per_group.mean(), rel=1e-12) and est.n == (200 if unit is None else 40)
         assert verdict(est, 0.0, "greater") == INCONCLUSIVE
     # row labels play no part (a frame glued from parts repeats them); a unit twice in a group is an error
     glued = pd.concat([g for _, g in frame.groupby("step")])
@@ -328,3 +328,24 @@ def test_within_group_correlation_removes_a_shared_trend():
         est = within_group_correlation(related, "x", "y", ["step"], method=method)
         assert est.low > 0.4, est
         assert verdict(est, 0.0, "greater") == SUPPORTS
+
+
+def test_within_group_correlation_over_seeds_sees_seed_to_seed_spread():
+    """Three seeds whose within-step relation differs (slopes 1.5, 0.3, -0.6): resampling seeds (and the t hull)
+    widens the interval that units alone make narrow; one seed gives no interval."""
+    rng = np.random.default_rng(15)
+    frame = pd.concat([_trending(4, 40, slope, rng).assign(seed=s) for s, slope in enumerate((1.5, 0.3, -0.6))],
+                      ignore_index=True)
+    per_seed = [group_correlations(g, "x", "y", "step").mean() for _, g in frame.groupby("seed")]
+    units_only = within_group_correlation(frame, "x", "y", ["seed", "step"], unit="unit")
+    seeded = within_group_correlation(frame, "x", "y", "step", unit="unit", seed="seed")
+    boot_only = within_group_correlation(frame, "x", "y", "step", unit="unit", seed="seed", seed_t=False)
+    assert seeded.estimate == pytest.approx(np.mean(per_seed), rel=1e-12) and seeded.n_seeds == 3
+    assert units_only.n_seeds is None and units_only.estimate == pytest.approx(seeded.estimate, rel=1e-12)
+    assert units_only.width < boot_only.width / 3 < seeded.width / 3 and -1.0 <= seeded.low < seeded.high <= 1.0
+    assert (units_only.n, seeded.n, seeded.format().endswith("n=40×3 seeds")) == (40, 120, True)  # units resampled
+    t = seed_interval(per_seed)
+    assert seeded.low == pytest.approx(min(t.low, boot_only.low)) and seeded.high == pytest.approx(max(t.high, boot_only.high))
+    assert verdict(units_only, 0.0, "greater") == SUPPORTS and verdict(seeded, 0.0, "greater") == INCONCLUSIVE
+    one = within_group_correlation(frame[frame.seed == 0], "x", "y", "step", unit="unit", seed="seed")
+    assert not one.has_interval and one.n_seeds == 1
