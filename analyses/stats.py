@@ -355,11 +355,11 @@ def hierarchical_bootstrap(values: Any, seeds: Any = None, units: Any = None, *,
             rows scored in every seed (needs ``units``; slightly conservative when units have
             nothing in common across seeds); ``"nested"``: units drawn within each drawn seed
             (Saravanan et al. 2020), which undercovers when a unit's effect is shared across
-            seeds (0.87 for a nominal 0.95 in docs/statistics.md); ``"auto"``: crossed when
+            seeds (0.86 for a nominal 0.95 in docs/statistics.md); ``"auto"``: crossed when
             ``units`` are given, else nested (every observation its own unit).
         seed_t: return the hull of the bootstrap interval and the Student-t interval over the
             per-seed statistics (:func:`seed_interval`). A percentile bootstrap over 3-5 seeds
-            covers well below its level when seeds differ (0.76-0.79 for a nominal 0.95 at 3 seeds in
+            covers well below its level when seeds differ (0.76-0.80 for a nominal 0.95 at 3 seeds in
             docs/statistics.md); the t interval knows how little a few seeds say, the bootstrap
             sees the units; the hull covers when either does. One seed then gives no interval
             (NaN bounds): seed-to-seed noise cannot be seen. ``False``: the bootstrap alone (with
