@@ -233,65 +233,76 @@ def _check_groups(weight: torch.Tensor, scheme: QuantScheme, what: str) -> int:
     return g
 
 
+_CHUNK = 1 << 22  # weights per chunk of rows: bounds the float64 temporaries (~32 MiB each)
+
+
 def quantize_weight(weight: torch.Tensor, scheme: str | QuantScheme, *, name: str = "weight") -> QuantizedWeight:
     """Quantize one (out_features, in_features) weight; see the module docstring for the schemes.
 
     The codes come from the float64 quotient of the weight by its float32 scale, so a float32,
     bfloat16 or float64 weight gives the codes of its exact value; ``dequantized`` is cast back
-    to the weight's dtype (one rounding of the exact product ``q · s``).
+    to the weight's dtype (one rounding of the exact product ``q · s``). Rows are processed in
+    chunks of about 4M weights, so the float64 temporaries stay bounded for any layer size.
     """
     scheme = get_scheme(scheme)
     g = _check_groups(weight, scheme, name)
     W = weight.detach()
     R, C = W.shape
     G = C // g
-    w = W.double().reshape(R, G, g)  # (R, G, g)
+    codes = torch.empty(R, C, dtype=torch.int16, device=W.device)
+    deq = torch.empty(R, C, dtype=W.dtype, device=W.device)
+    scale = torch.empty(R, G, dtype=torch.float32, device=W.device)
+    step = torch.empty(R, G, dtype=torch.float64, device=W.device)
+    zero = torch.empty(R, G, dtype=torch.int16, device=W.device) if scheme.kind == "int" and not scheme.symmetric \
+        else None
+    rows = max(1, _CHUNK // C)
+    for r0 in range(0, R, rows):
+        r1 = min(R, r0 + rows)
+        c, s, z, st, d = _quantize_rows(W[r0:r1].reshape(r1 - r0, G, g), scheme)
+        codes[r0:r1], scale[r0:r1], step[r0:r1], deq[r0:r1] = c.reshape(r1 - r0, C), s, st, d.reshape(r1 - r0, C)
+        if zero is not None:
+            zero[r0:r1] = z
+    return QuantizedWeight(codes=codes, scale=scale, zero_point=zero, step=step, dequantized=deq)
+
+
+def _quantize_rows(Wg: torch.Tensor, scheme: QuantScheme):
+    """One chunk: ``Wg`` (r, G, g) -> codes (r, G, g), scale (r, G) float32, zero point or None,
+    step (r, G) float64, de-quantized (r, G, g) in ``Wg``'s dtype."""
+    w = Wg.double()  # (r, G, g)
     if scheme.kind == "int":
         if scheme.symmetric:
             q_max = 2 ** (scheme.bits - 1) - 1
             q_lo, q_hi = -q_max, q_max
-            absmax = W.reshape(R, G, g).abs().amax(dim=-1).float()  # (R, G) float32
+            absmax = Wg.abs().amax(dim=-1).float()  # (r, G) float32
             scale = absmax / q_max  # float32 arithmetic, as the libraries store it
             zero = None
         else:
             q_lo, q_hi = 0, 2 ** scheme.bits - 1
-            Wg = W.reshape(R, G, g)
-            lo = Wg.amin(dim=-1).float().clamp(max=0.0)  # (R, G) the range always holds 0
+            lo = Wg.amin(dim=-1).float().clamp(max=0.0)  # (r, G) the range always holds 0
             hi = Wg.amax(dim=-1).float().clamp(min=0.0)
             scale = (hi - lo) / float(q_hi - q_lo)  # float32
             safe32 = torch.where(scale > 0, scale, torch.ones_like(scale))
             zero = (q_lo - torch.round(lo / safe32)).clamp(q_lo, q_hi)  # float32 integral values
-        safe = torch.where(scale > 0, scale, torch.ones_like(scale)).double().unsqueeze(-1)  # (R, G, 1)
+        safe = torch.where(scale > 0, scale, torch.ones_like(scale)).double().unsqueeze(-1)  # (r, G, 1)
         z = 0.0 if zero is None else zero.double().unsqueeze(-1)
-        codes = (torch.round(w / safe) + z).clamp(q_lo, q_hi)  # (R, G, g) float64, integral
+        codes = (torch.round(w / safe) + z).clamp(q_lo, q_hi)  # (r, G, g) float64, integral
         deq = (codes - z) * scale.double().unsqueeze(-1)  # exact in float64 (|q| <= 255, 24-bit scale)
-        step = scale.double()
-        zero_point = None if zero is None else zero.to(torch.int16)
-    else:
-        table = _table(scheme.kind, W.device)  # (16,) float64 holding float32 values
-        # sort the table; FP4's two zeros: -0 (index 8) sorts before +0 (index 0)
-        key = table - 1e-30 * (torch.signbit(table) & (table == 0)).double()
-        order = torch.argsort(key)  # (16,)
-        bounds = (table[order[:-1]] + table[order[1:]]) / 2  # (15,) midpoints between neighbours
-        absmax = W.reshape(R, G, g).abs().amax(dim=-1).float()  # (R, G) float32
-        safe = torch.where(absmax > 0, absmax, torch.ones_like(absmax)).double().unsqueeze(-1)
-        x = (w / safe).clamp(-1.0, 1.0)  # (R, G, g)
-        idx = torch.bucketize(x, bounds, right=False)  # x == midpoint -> the lower value (bitsandbytes)
-        codes = order[idx].double()  # (R, G, g) table index
-        if scheme.kind == "fp4":
-            codes = torch.where(x == 0, torch.zeros_like(codes), codes)  # an exact zero is +0 (index 0)
-        deq = table[codes.long()] * absmax.double().unsqueeze(-1)
-        scale = absmax
-        tmin, tmax = float(table.min()), float(table.max())
-        step = absmax.double() * ((tmax - tmin) / (scheme.levels - 1))
-        zero_point = None
-    return QuantizedWeight(
-        codes=codes.reshape(R, C).to(torch.int16),
-        scale=scale,
-        zero_point=zero_point,
-        step=step,
-        dequantized=deq.reshape(R, C).to(W.dtype),
-    )
+        return codes.to(torch.int16), scale, None if zero is None else zero.to(torch.int16), scale.double(), \
+            deq.to(Wg.dtype)
+    table = _table(scheme.kind, Wg.device)  # (16,) float64 holding float32 values
+    # sort the table; FP4's two zeros: -0 (index 8) sorts before +0 (index 0)
+    key = table - 1e-30 * (torch.signbit(table) & (table == 0)).double()
+    order = torch.argsort(key)  # (16,)
+    bounds = (table[order[:-1]] + table[order[1:]]) / 2  # (15,) midpoints between neighbours
+    absmax = Wg.abs().amax(dim=-1).float()  # (r, G) float32
+    safe = torch.where(absmax > 0, absmax, torch.ones_like(absmax)).double().unsqueeze(-1)
+    x = (w / safe).clamp(-1.0, 1.0).contiguous()  # (r, G, g)
+    codes = order[torch.bucketize(x, bounds, right=False)]  # (r, G, g); x == midpoint -> the lower value
+    if scheme.kind == "fp4":
+        codes = torch.where(x == 0, torch.zeros_like(codes), codes)  # an exact zero is +0 (index 0)
+    deq = table[codes] * absmax.double().unsqueeze(-1)
+    step = absmax.double() * ((float(table.max()) - float(table.min())) / (scheme.levels - 1))
+    return codes.to(torch.int16), absmax, None, step, deq.to(Wg.dtype)
 
 
 # --------------------------------------------------------------------------- which modules

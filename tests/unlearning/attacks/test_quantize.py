@@ -93,6 +93,19 @@ def test_matches_float64_reference(name, dtype):
     assert rel < {8: 0.05, 4: 0.3}[scheme.bits]  # a sanity bound (row 4 holds an outlier)
 
 
+@pytest.mark.parametrize("name", ["int4-g128-asym", "nf4"])
+def test_row_chunks_do_not_change_the_result(monkeypatch, name):
+    import unlearning.attacks.quantize as qmod
+
+    W = random_weight()
+    whole = quantize_weight(W, name)
+    monkeypatch.setattr(qmod, "_CHUNK", 3 * W.shape[1] + 5)  # 3 rows per chunk, a ragged last chunk
+    parts = quantize_weight(W, name)
+    for field in ("codes", "scale", "zero_point", "step", "dequantized"):
+        a, b = getattr(whole, field), getattr(parts, field)
+        assert (a is None and b is None) or torch.equal(a, b), field
+
+
 def test_symmetric_grid_keeps_zero_and_absmax():
     """0 is exact; the row's largest weight gets code ±127 and comes back up to the float32 rounding
     of the scale (127 · fl32(absmax / 127) is within one ulp of absmax)."""
