@@ -403,3 +403,21 @@ def test_bad_schemes_and_shapes():
     other = tiny_causal_lm("llama", hidden=64, layers=2, dtype=torch.float32)
     with pytest.raises(ValueError, match="same architecture"):
         update_size(small, other, "int8")
+
+
+def test_bench_quantize_quick_agrees_with_bitsandbytes():
+    """benchmarks/bench_quantize.py --quick runs, and every code it finds differing sits at a rounding tie."""
+    import importlib.util
+    from pathlib import Path
+
+    bitsandbytes_functional()
+    path = Path(__file__).resolve().parents[3] / "benchmarks" / "bench_quantize.py"
+    spec = importlib.util.spec_from_file_location("_bench_quantize", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    res = bench.main(["--quick"])
+    rows = [r for r in res["agreement"] if r["library"] == "bitsandbytes"]
+    assert len(rows) == 8 and all(r["differ_only_at_ties"] for r in rows)
+    assert all(r["scales_identical"] == 1.0 for r in rows)
+    assert all(r["codes_differ"] <= 2e-3 * r["numel"] for r in rows)
+    assert {r["scheme"] for r in res["cost"]} >= {"int8", "nf4"}
