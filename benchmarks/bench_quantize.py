@@ -85,7 +85,8 @@ def torchao_quantize(W: torch.Tensor, name: str) -> dict:
     W = W.float()  # torchao computes a bf16 weight's scale in bf16; give it the same values in float32
     block = (1, scheme.group_size or W.shape[1])
     if scheme.symmetric:
-        mapping, dtype, lo, hi = MappingType.SYMMETRIC, torch.int8, -(2 ** (scheme.bits - 1) - 1), 2 ** (scheme.bits - 1) - 1
+        q_max = 2 ** (scheme.bits - 1) - 1
+        mapping, dtype, lo, hi = MappingType.SYMMETRIC, torch.int8, -q_max, q_max
     else:
         mapping, dtype, lo, hi = MappingType.ASYMMETRIC, torch.uint8, 0, 2 ** scheme.bits - 1
     scale, zero = choose_qparams_affine(W, mapping, block, dtype, lo, hi, scale_dtype=torch.float32,

@@ -118,7 +118,8 @@ def render(res: dict) -> str:
     lines = ["# Quantization of the default models", "",
              f"{res['n_params_quantized']} weights quantized (the linear layers of the decoder blocks). "
              "ΔNLL: change of the mean answer NLL (nats), paired 95% t-interval over the instances.", "",
-             "| scheme | model | rel. weight error | forget NLL | ΔNLL forget | retain NLL | ΔNLL retain | time (s) |",
+             "| scheme | model | rel. weight error | forget NLL | ΔNLL forget | retain NLL | ΔNLL retain "
+             "| time (s) |",
              "|---|---|---|---|---|---|---|---|"]
     eff = {(r["scheme"], r["model"], r["probe"]): r for r in res["effects"]}
     for s in res["schemes"]:
@@ -131,9 +132,11 @@ def render(res: dict) -> str:
                          f"| {r['delta']:+.4f} [{r['delta_lo']:+.4f}, {r['delta_hi']:+.4f}] | {t} |")
     g = res["retain_minus_target_nll"]
     lines += ["", f"Retain model minus target, forget NLL: {g['forget'][0]:+.3f} [{g['forget'][1]:+.3f}, "
-              f"{g['forget'][2]:+.3f}]; retain NLL: {g['retain'][0]:+.3f} [{g['retain'][1]:+.3f}, {g['retain'][2]:+.3f}].",
+              f"{g['forget'][2]:+.3f}]; retain NLL: {g['retain'][0]:+.3f} [{g['retain'][1]:+.3f}, "
+              f"{g['retain'][2]:+.3f}].",
               "", "## Update size, target → retain model, against each scheme's step", "",
-              "| scheme | group | ‖Δ‖_F | mean abs Δ | mean step | ratio | below step/2 | changed codes | survival |",
+              "| scheme | group | ‖Δ‖_F | mean abs Δ | mean step | ratio | below step/2 | changed codes "
+              "| survival |",
               "|---|---|---|---|---|---|---|---|---|"]
     for r in res["update_size"]:
         lines.append(f"| {r['scheme']} | {r['name']} | {r['update_fro']:.3f} | {r['update_mean_abs']:.2e} | "

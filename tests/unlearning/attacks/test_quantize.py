@@ -93,6 +93,22 @@ def test_matches_float64_reference(name, dtype):
     assert rel < {8: 0.05, 4: 0.3}[scheme.bits]  # a sanity bound (row 4 holds an outlier)
 
 
+def test_exact_ties():
+    """Ties decided as documented: RTN rounds half to even; NF4/FP4 give a midpoint the lower value.
+    (float64 weights put w / s exactly on the tie; s = 1 and absmax = 1 are exact in float32.)"""
+    row = torch.tensor([[127.0, 2.5, 3.5, -2.5, -3.5, 0.5, -0.5, 126.5]], dtype=torch.float64)
+    assert quantize_weight(row, "int8").codes.tolist() == [[127, 2, 4, -2, -4, 0, 0, 126]]
+    asym = torch.tensor([[0.0, 15.0, 2.5, 3.5, 0.5, 14.5]], dtype=torch.float64)  # s = 1, z = 0
+    assert quantize_weight(asym, "int4-asym").codes.tolist() == [[0, 15, 2, 4, 0, 14]]
+    for kind, values in (("nf4", NF4_VALUES), ("fp4", FP4_VALUES)):
+        table = sorted(set(values))
+        mids = [(a + b) / 2 for a, b in zip(table[:-1], table[1:])]  # exact in float64
+        W = torch.tensor([[1.0] + mids], dtype=torch.float64)  # (1, 1 + len(mids)); absmax 1
+        q = quantize_weight(W, QuantScheme(kind=kind, bits=4, group_size=W.shape[1]))
+        got = [values[i] for i in q.codes[0, 1:].tolist()]
+        assert got == table[:-1], kind  # each midpoint -> the lower of its two values
+
+
 @pytest.mark.parametrize("name", ["int4-g128-asym", "nf4"])
 def test_row_chunks_do_not_change_the_result(monkeypatch, name):
     import unlearning.attacks.quantize as qmod
@@ -122,7 +138,8 @@ def test_symmetric_grid_keeps_zero_and_absmax():
 # --------------------------------------------------------------------------- bitsandbytes on the same weights
 def bitsandbytes_functional():
     """bitsandbytes.functional (the ``quant`` extra); a skip here fails under CI=true (tests/conftest.py)."""
-    return pytest.importorskip("bitsandbytes.functional", reason="bitsandbytes is not installed (pip install -e '.[quant]')")
+    return pytest.importorskip("bitsandbytes.functional",
+                               reason="bitsandbytes is not installed (pip install -e '.[quant]')")
 
 
 def _unpack_4bit(packed: torch.Tensor, n: int) -> torch.Tensor:
