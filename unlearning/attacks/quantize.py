@@ -385,8 +385,8 @@ class QuantizedModel:
         model: the fake-quantized model (weights = de-quantized values, the model's dtype).
         scheme: the :class:`QuantScheme` used.
         stats: one row per quantized module: ``module, group, kind, rows, cols, numel, step_mean``
-            (mean of the per-weight step), ``scale_mean``, ``rel_error`` (‖Q(W) − W‖_F / ‖W‖_F),
-            ``mean_abs_error``, ``max_abs_error``.
+            (mean of the per-weight step), ``scale_mean``, ``weight_fro`` (‖W‖_F), ``rel_error``
+            (‖Q(W) − W‖_F / ‖W‖_F), ``mean_abs_error``, ``max_abs_error``, and ``scheme``.
     """
 
     model: nn.Module
@@ -456,7 +456,6 @@ def quantize_model(
 
 
 # --------------------------------------------------------------------------- update size vs step
-_SUM_COLS = ("numel", "update_sq", "quantized_update_sq")
 _MEAN_COLS = ("update_mean_abs", "step_target", "step_unlearned", "frac_below_half_step",
               "changed_code_frac", "changed_value_frac")
 
