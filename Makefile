@@ -6,8 +6,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?=
-# dev: pytest; bench: opacus, for the Opacus row of benchmarks/bench_geffect.py (also run by the tests)
-EXTRAS ?= dev,bench,wmdp
+# dev: pytest; bench: opacus, for the Opacus row of benchmarks/bench_geffect.py (also run by the tests);
+# quant: bitsandbytes, the reference the quantization tests compare against
+EXTRAS ?= dev,bench,wmdp,quant
 
 .PHONY: venv demo test test-fast bench bench-quick clean
 
@@ -20,7 +21,7 @@ $(VENV)/.installed: pyproject.toml
 venv: $(VENV)/.installed
 
 demo: venv
-	$(PY) -m analyses.geffect_tofu $(ARGS)
+	$(PY) -m analyses tofu $(ARGS)
 
 test: venv
 	$(PY) -m pytest $(PYTEST_ARGS)

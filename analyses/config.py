@@ -5,30 +5,37 @@ of the study it changes (``()`` for fields that change no result, like ``output_
 stage's key is a hash of the values of its declared fields, the stage version and the keys of
 the stages upstream of it (:func:`stage_key`), so changing ``--max-length`` re-runs the
 references, masks and methods, and a new field cannot be added without saying what it
-affects (``tests/test_analyses_pipeline.py`` fails otherwise). ``metadata["help"]`` is the
-``--help`` text of ``python -m analyses.geffect_tofu`` (built by ``HfArgumentParser``).
+affects (``tests/analyses/test_pipeline.py`` fails otherwise). ``metadata["help"]`` is the
+``--help`` text of ``python -m analyses tofu`` (built by :func:`geffect.cli.dataclass_parser`).
+
+The knobs the study hands to each unlearning run carry the names of
+:class:`unlearning.config.UnlearningArguments` (``learning_rate``, ``num_train_epochs``,
+``max_steps``, ``per_device_train_batch_size``, ``gradient_accumulation_steps``,
+``geffect_every``, ``geffect_probe_size``, ``pg_effect``, ...: :data:`UNLEARNING_FIELDS`), so
+``--learning-rate 1e-3`` means the same in ``python -m analyses tofu`` and
+``python -m unlearning.train``. Their old study spellings (``--lr``, ``--epochs``, ``--steps``,
+``--batch-size``, ``--grad-accum``, ``--probe-size``, ``--pg-effects``) still parse, with a
+``FutureWarning``, until the next release (:data:`RENAMED`).
 
 :class:`BaseStudyConfig` holds the fields every benchmark's study has; :class:`StudyConfig`
-(TOFU) adds its own, as ``analyses.benchmarks.muse.MuseStudyConfig`` and
-``analyses.benchmarks.wmdp.WmdpStudyConfig`` do (a subclass may re-declare a field to change its
+(TOFU) adds its own, as ``analyses.studies.muse.MuseStudyConfig`` and
+``analyses.studies.wmdp.WmdpStudyConfig`` do (a subclass may re-declare a field to change its
 default or help). Each class carries its ``--quick`` preset as ``QUICK``.
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import hashlib
-import json
 import sys
-import types
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Sequence
 
-from transformers import HfArgumentParser
-
+from geffect.cli import dataclass_parser, parse_dataclass
 from geffect.io import dumps
 
-__all__ = ["BaseStudyConfig", "COMPUTE", "DEFAULT_METHODS", "QUICK", "STAGES", "StudyConfig", "parse_study_args", "stage_fields", "stage_key", "study_field"]
+__all__ = ["BaseStudyConfig", "COMPUTE", "DEFAULT_METHODS", "QUICK", "RENAMED", "STAGES", "StudyConfig",
+           "UNLEARNING_FIELDS", "parse_study_args", "stage_fields", "stage_key", "study_field"]
 
 #: The cached stages in order, and the stages whose keys each one's key includes.
 STAGES: dict[str, tuple[str, ...]] = {
@@ -42,11 +49,36 @@ STUDY_VERSION = 2
 DEFAULT_METHODS = ("ga", "gd", "npo", "wga", "tnpo", "simsat", "simimp", "satimp", "wagle_gd", "random_gd")
 COMPUTE = ("references", "masks", "methods")  # stages that run a model
 FULL_METHODS = ("satimp_instance", "satimp_group", "satimp_batch")
+#: Study fields that are fields of ``unlearning.config.UnlearningArguments`` with the same name and
+#: meaning: every unlearning run of the study gets them as they are (``learning_rate`` too, once the
+#: benchmark has resolved its default: ``analyses.studies.base.Benchmark.learning_rate``).
+UNLEARNING_FIELDS = ("num_train_epochs", "max_steps", "per_device_train_batch_size", "gradient_accumulation_steps",
+                     "geffect_every", "geffect_probe_size", "pg_effect", "max_length", "seed", "bf16")
+#: Old study option -> its ``UnlearningArguments`` name; the old spellings parse, with a warning,
+#: until the next release (``--lr`` and ``--lr=...``, ``--batch-size`` and ``--batch_size``, ...).
+RENAMED = {"lr": "learning_rate", "epochs": "num_train_epochs", "steps": "max_steps",
+           "batch_size": "per_device_train_batch_size", "grad_accum": "gradient_accumulation_steps",
+           "probe_size": "geffect_probe_size", "pg_effects": "pg_effect"}
 
 
-def study_field(default: Any, help: str, stages: Sequence[str], **kw: Any) -> Any:
-    """A config field with its ``--help`` text and the cached stages it affects (``metadata``)."""
-    meta = {"help": help, "stages": tuple(stages)}
+def _spellings(name: str) -> list[str]:
+    """The command-line spellings of a field name, as ``HfArgumentParser`` accepts them."""
+    return [f"--{name}"] + ([f"--{name.replace('_', '-')}"] if "_" in name else [])
+
+
+def study_field(default: Any, help: str, stages: Sequence[str], *, renamed_from: str | None = None,
+                **kw: Any) -> Any:
+    """A config field with its ``--help`` text and the cached stages it affects (``metadata``).
+
+    ``renamed_from``: the field's old study name; its spellings become argparse ``aliases``.
+    """
+    meta: dict[str, Any] = {"help": help, "stages": tuple(stages)}
+    if renamed_from is not None:
+        if renamed_from not in RENAMED:
+            raise ValueError(f"renamed_from={renamed_from!r} is not an old name of RENAMED ({sorted(RENAMED)})")
+        meta["renamed_from"] = renamed_from
+        meta["aliases"] = _spellings(renamed_from)
+        meta["help"] = f"{help} (Was --{renamed_from.replace('_', '-')}, which still works until the next release.)"
     if isinstance(default, (list, tuple)):
         return field(default_factory=lambda: list(default), metadata=meta, **kw)
     return field(default=default, metadata=meta, **kw)
@@ -74,16 +106,20 @@ class BaseStudyConfig:
     methods: list[str] = _f(DEFAULT_METHODS, "Methods to run: registered objectives, wagle_gd (GD restricted to "
                             "the WAGLE mask) or random_gd (GD on a random mask of the same density); space- or "
                             "comma-separated.", [])
-    epochs: float = _f(1.0, "Unlearning epochs over the forget split.", ["methods"])
-    steps: int | None = _f(None, "Max optimizer steps (overrides --epochs when set).", ["methods"])
-    batch_size: int = _f(4, "Forget rows per micro-batch.", ["methods"])
-    grad_accum: int = _f(1, "Gradient accumulation steps.", ["methods"])
-    lr: float | None = _f(None, "Unlearning learning rate; default 1e-3 on the small default model, the unlearning "
-                          "default for pre-trained models with --model.", ["methods"])
+    num_train_epochs: float = _f(1.0, "Unlearning epochs over the forget split.", ["methods"], renamed_from="epochs")
+    max_steps: int = _f(-1, "Max optimizer steps of each unlearning run; > 0 overrides --num-train-epochs.",
+                        ["methods"], renamed_from="steps")
+    per_device_train_batch_size: int = _f(4, "Forget rows per micro-batch.", ["methods"], renamed_from="batch_size")
+    gradient_accumulation_steps: int = _f(1, "Gradient accumulation steps.", ["methods"], renamed_from="grad_accum")
+    learning_rate: float | None = _f(None, "Unlearning learning rate; default 1e-3 on the small default model, the "
+                                     "unlearning default for pre-trained models with --model.", ["methods"],
+                                     renamed_from="lr")
     geffect_every: int = _f(4, "Track G-effects (and PG-effects, probe weights) every k optimizer steps.",
                             ["methods"])
-    probe_size: int = _f(12, "Forget and retain probe instances for G-effects.", ["methods"])
-    pg_effects: bool = _f(True, "Record PG-effects of the forget-probe instances.", ["methods"])
+    geffect_probe_size: int = _f(12, "Forget and retain probe instances for G-effects.", ["methods"],
+                                 renamed_from="probe_size")
+    pg_effect: bool = _f(True, "Record PG-effects of the forget-probe instances.", ["methods"],
+                         renamed_from="pg_effects")
     trajectory_points: int = _f(5, "Evaluations along each unlearning run (evenly spaced, the last at the end), for "
                                 "the trade-off curves.", ["methods"])
     utility_budget: float = _f(0.9, "Matched-utility comparison: forget ES where retain ES falls to this fraction of "
@@ -116,7 +152,8 @@ class BaseStudyConfig:
             raise ValueError("--methods is empty; name at least one method, e.g. --methods ga satimp")
         if self.eval_subset == 0:
             self.eval_subset = None
-        for name in ("batch_size", "grad_accum", "geffect_every", "probe_size", "eval_batch_size"):
+        for name in ("per_device_train_batch_size", "gradient_accumulation_steps", "geffect_every",
+                     "geffect_probe_size", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if self.trajectory_points < 1:
@@ -139,14 +176,15 @@ class BaseStudyConfig:
 
 
 #: The ``--quick`` preset of the TOFU study: tiny recipe, few steps, small probes and evaluation.
-QUICK: dict[str, Any] = dict(quick=True, steps=3, trajectory_points=3, epochs=1.0, batch_size=4, geffect_every=1, probe_size=4,
-                             eval_subset=4, max_new_tokens=8, wagle_calibration=8, attribution_examples=2,
-                             attribution_steps=4, max_length=128)
+QUICK: dict[str, Any] = dict(quick=True, max_steps=3, trajectory_points=3, num_train_epochs=1.0,
+                             per_device_train_batch_size=4, geffect_every=1, geffect_probe_size=4, eval_subset=4,
+                             max_new_tokens=8, wagle_calibration=8, attribution_examples=2, attribution_steps=4,
+                             max_length=128)
 
 
 @dataclass
 class StudyConfig(BaseStudyConfig):
-    """The TOFU study (``python -m analyses.geffect_tofu``; the defaults are the tuned 2-core CPU study)."""
+    """The TOFU study (``python -m analyses tofu``; the defaults are the tuned 2-core CPU study)."""
 
     QUICK: ClassVar[dict[str, Any]] = QUICK
 
@@ -199,28 +237,41 @@ def stage_key(config: BaseStudyConfig, stage: str, upstream: dict[str, str], **e
     return hashlib.sha256(dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
-class _StudyParser(HfArgumentParser):
-    """HfArgumentParser that keeps the ``stages`` metadata out of ``add_argument``."""
-
-    @staticmethod
-    def _parse_dataclass_field(parser, f: dataclasses.Field) -> None:
-        f = copy.copy(f)
-        f.metadata = types.MappingProxyType({k: v for k, v in f.metadata.items() if k != "stages"})
-        HfArgumentParser._parse_dataclass_field(parser, f)
+def _old_spellings(config_class: type) -> dict[str, str]:
+    """Old option spelling (``--no-`` switches included) -> the field it sets now."""
+    return {spelling: f.name for f in dataclasses.fields(config_class) if "renamed_from" in f.metadata
+            for old in (f.metadata["renamed_from"], "no_" + f.metadata["renamed_from"]) for spelling in _spellings(old)}
 
 
-def parse_study_args(argv: Sequence[str] | None = None, *, prog: str = "python -m analyses.geffect_tofu",
+def study_parser(config_class: type = StudyConfig, *, prog: str = "python -m analyses tofu",
+                 description: str | None = None):
+    """The command line of a study (:func:`geffect.cli.dataclass_parser` of ``config_class``).
+
+    A boolean field that defaults to true and has an old spelling also keeps that spelling's
+    ``--no-`` switch (``--no-pg-effects``).
+    """
+    parser = dataclass_parser(config_class, prog=prog, description=description)
+    for f in dataclasses.fields(config_class):
+        if f.default is True and "renamed_from" in f.metadata:
+            parser.add_argument(*_spellings("no_" + f.metadata["renamed_from"]), action="store_false", dest=f.name)
+    return parser
+
+
+def parse_study_args(argv: Sequence[str] | None = None, *, prog: str = "python -m analyses tofu",
                      description: str | None = None, config_class: type = StudyConfig) -> BaseStudyConfig:
-    """A ``config_class`` from command-line arguments (``--quick`` sets the class's ``QUICK`` preset as defaults)."""
+    """A ``config_class`` from command-line arguments (``--quick`` sets the class's ``QUICK`` preset as defaults).
+
+    An old option spelling (:data:`RENAMED`) sets its field and warns (``FutureWarning``).
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = _StudyParser(config_class, prog=prog, description=description)
+    parser = study_parser(config_class, prog=prog, description=description)
+    old = _old_spellings(config_class)
+    for flag in (arg.split("=", 1)[0] for arg in argv):
+        name = old.get(flag)
+        if name is not None:
+            warnings.warn(f"{flag} is the old spelling of --{name.replace('_', '-')} (the unlearning runs' name); "
+                          "it goes in the next release", FutureWarning, stacklevel=2)
     if "--quick" in argv or any(a.startswith("--quick=") and a.split("=", 1)[1].lower() in ("1", "true", "yes")
                                 for a in argv):
         parser.set_defaults(**{k: v for k, v in config_class.QUICK.items() if k != "quick"})
-    (config,) = parser.parse_args_into_dataclasses(args=argv)
-    return config
-
-
-def describe(config: StudyConfig) -> dict[str, Any]:
-    """The config as JSON-able values (for the report and summary)."""
-    return json.loads(dumps(config.to_dict()))
+    return parse_dataclass(parser, argv)

@@ -27,7 +27,7 @@ __all__ = ["FRAMES", "METRIC_COLUMNS", "SUMMARY_KEYS", "TRAJECTORY_KEYS", "colle
 FRAMES = ("geffect_steps", "geffect_layers", "geffect_modules", "pg_effects", "token_weights", "mask_density",
           "metrics", "trajectory", "token_attribution")
 #: TOFU's trajectory columns: evaluation summary keys at each checkpoint (the defaults below are
-#: TOFU's; every benchmark passes its own, see ``analyses.benchmarks``)
+#: TOFU's; every benchmark passes its own, see ``analyses.studies``)
 TRAJECTORY_KEYS = {"forget_es": "forget/extraction_strength", "retain_es": "retain/extraction_strength",
                    "model_utility": "model_utility", "forget_quality": "forget_quality",
                    "forget_probability": "forget/probability", "retain_probability": "retain/probability"}

@@ -1,16 +1,16 @@
 """The G-effect study: prepare models, unlearn with every method, evaluate, collect, report.
 
-``python -m analyses.geffect_tofu`` / ``geffect_muse`` / ``geffect_wmdp`` are the command lines;
+``python -m analyses tofu`` / ``muse`` / ``wmdp`` are the command lines (:mod:`analyses.cli`);
 this module is the library behind them, the same for every benchmark::
 
     from analyses.pipeline import StudyConfig, run_study
     summary = run_study(StudyConfig(methods=["ga", "satimp"], output_dir="outputs/mini"))
-    from analyses.benchmarks.muse import MuseStudyConfig
+    from analyses.studies.muse import MuseStudyConfig
     summary = run_study(MuseStudyConfig(methods=["ga", "npo"], output_dir="outputs/muse_mini"))
 
-The config's class names the benchmark (:func:`analyses.benchmarks.benchmark_for`), which
+The config's class names the benchmark (:func:`analyses.studies.benchmark_for`), which
 supplies data, default models, evaluation, metrics and the sanity gate
-(:class:`analyses.benchmarks.base.Benchmark`). The study is a short sequence of calls into
+(:class:`analyses.studies.base.Benchmark`). The study is a short sequence of calls into
 ``unlearning`` and ``geffect``; each stage is cached in the output folder under a key derived
 from the config fields it declares (:mod:`analyses.config`) plus its upstream stages' keys, so
 a re-run with the same arguments reuses it and a crash loses no finished stage:
@@ -51,16 +51,15 @@ import torch
 from tqdm.auto import tqdm
 
 from analyses.attributions import token_attributions
-from analyses.benchmarks import benchmark_for
-from analyses.benchmarks.base import read_summary, total_steps
-from analyses.config import DEFAULT_METHODS, BaseStudyConfig, StudyConfig, stage_key
+from analyses.config import DEFAULT_METHODS, UNLEARNING_FIELDS, BaseStudyConfig, StudyConfig, stage_key
 from analyses.findings import compute_findings
 from analyses.frames import FRAMES, collect_frames
 from analyses.gate import Gate
-from analyses.methods import METHODS, MethodSpec
-from analyses.methods import method_spec as _method_spec
+from analyses.methods import METHODS, MethodSpec, method_spec
 from analyses.plots import save_figures
 from analyses.report import build_sections, write_report
+from analyses.studies import benchmark_for
+from analyses.studies.base import read_summary, total_steps
 from geffect import attribute_weights, mask_summary, module_type, parameter_groups, save_mask, weight_mask
 from geffect.io import atomic_write_json, atomic_write_parquet
 from unlearning import objectives
@@ -79,11 +78,6 @@ DONE_FILE = "study_done.json"
 #: retain probability). With --model the unlearning default for pre-trained models applies.
 STUDY_LR_DEFAULT_MODEL = 1e-3
 MASKS = ("wagle", "magnitude", "random")
-
-
-def method_spec(name: str, extra=None) -> MethodSpec:
-    """The spec of a study method (:func:`analyses.methods.method_spec`)."""
-    return _method_spec(name, extra)
 
 
 def _done(folder: Path, key: str) -> bool:
@@ -162,8 +156,6 @@ class Study:
         folder = self.out / "references" / "eval_retain"
         return folder if (folder / "summary.json").is_file() else None
 
-    retain_stats = retain_reference
-
     # ---- stages --------------------------------------------------------------------------------
     def references(self) -> None:
         """Evaluate the target and retain models; attributions of the target ('before'); the benchmark's extras."""
@@ -217,18 +209,18 @@ class Study:
         self.timings["masks_s"] = time.perf_counter() - t0
 
     def unlearning_args(self, spec: MethodSpec, run_dir: Path, **overrides: Any) -> UnlearningArguments:
+        """The arguments of one method's unlearning run: the study's :data:`~analyses.config.UNLEARNING_FIELDS`
+        as they are, the study's fixed choices, the benchmark's data fields, then ``overrides``."""
         c = self.config
-        kwargs = dict(
+        kwargs = {name: getattr(c, name) for name in UNLEARNING_FIELDS}
+        kwargs.update(
             output_dir=str(run_dir), method=spec.objective, model=self.paths["target"] if c.model else None,
-            max_length=c.max_length, num_train_epochs=c.epochs, max_steps=c.steps or -1,
-            per_device_train_batch_size=c.batch_size, gradient_accumulation_steps=c.grad_accum,
             learning_rate=self.bench.learning_rate(STUDY_LR_DEFAULT_MODEL), track_geffect=True,
-            geffect_every=c.geffect_every, geffect_probe_size=c.probe_size, geffect_groups="modules",
-            pg_effect=c.pg_effects, pg_instances="probe", probe_weights=True, log_token_weights=True,
-            save_strategy="no", seed=c.seed, bf16=c.bf16, use_cpu=self.device == "cpu", disable_tqdm=not c.progress,
-            report_to="none", logging_steps=1, dataloader_num_workers=0,
+            geffect_groups="modules", pg_instances="probe", probe_weights=True, log_token_weights=True,
+            save_strategy="no", use_cpu=self.device == "cpu", disable_tqdm=not c.progress, report_to="none",
+            logging_steps=1, dataloader_num_workers=0,
             mask=str(self.out / "masks" / f"{spec.mask}.safetensors") if spec.mask else None,
-            objective_kwargs=json.dumps(spec.hparams) if spec.hparams else None)
+            objective_kwargs=dict(spec.hparams) or None)
         return UnlearningArguments(**{**kwargs, **self.bench.unlearning_kwargs(), **overrides})
 
     def run_method(self, method: str) -> None:
@@ -320,8 +312,8 @@ class Study:
         return html.escape(
             f"Unlearning {self.bench.describe()} with {len(c.methods)} methods "
             f"({', '.join(c.methods)}); G-effects tracked every {c.geffect_every} step(s) on "
-            f"{c.probe_size} forget and {c.probe_size} retain probe instances. Sign convention: a G-effect "
-            "> 0 means the step lowers the probe risk (Wang et al., ICLR 2025).")
+            f"{c.geffect_probe_size} forget and {c.geffect_probe_size} retain probe instances. Sign convention: a "
+            "G-effect > 0 means the step lowers the probe risk (Wang et al., ICLR 2025).")
 
     def notes(self) -> list[str]:
         """Caveats the reader needs next to the findings (tied embeddings, the benchmark's, failures)."""

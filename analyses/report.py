@@ -7,12 +7,11 @@ and weighs about 5 MB. Build a demo report from synthetic data (no training)::
 """
 from __future__ import annotations
 
-import argparse
 import datetime as _dt
 import html
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
@@ -23,6 +22,7 @@ from plotly.offline import get_plotlyjs
 from analyses.findings import Finding
 from analyses.plots import (empty_figure, geffect_steps, layer_buckets, layer_heatmap, mask_density, pg_scatter,
                             token_attribution, token_weights, tradeoff, trajectory)
+from geffect.cli import dataclass_parser, parse_dataclass
 from geffect.io import atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -175,19 +175,26 @@ def build_sections(frames: Mapping[str, pd.DataFrame], *, budget: float = 0.9,
     return sections
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--synthetic", metavar="PATH", required=True,
-                        help="write a report built from synthetic tidy frames to PATH")
-    args = parser.parse_args(argv)
+@dataclass
+class ReportArguments:
+    """Options of ``python -m analyses.report``."""
+
+    synthetic: str = field(metadata={"help": "Write a report built from synthetic tidy frames (the study's schemas, "
+                                             "no training) to this HTML file."})
+
+
+def main(argv: Sequence[str] | None = None) -> Path:
+    """``python -m analyses.report --synthetic PATH``: the demo report; returns its path."""
+    args = parse_dataclass(dataclass_parser(ReportArguments, prog="python -m analyses.report",
+                                            description=__doc__.split("\n\n")[0]), argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from analyses import synthetic
     from analyses.findings import compute_findings
 
     frames = synthetic.frames()
-    write_report(args.synthetic, build_sections(frames), title="G-effect study (synthetic demo data)",
-                 findings=compute_findings(frames), metrics=frames["metrics"],
-                 config={"data": "synthetic", "note": "random frames with the study's schemas"})
+    return write_report(args.synthetic, build_sections(frames), title="G-effect study (synthetic demo data)",
+                        findings=compute_findings(frames), metrics=frames["metrics"],
+                        config={"data": "synthetic", "note": "random frames with the study's schemas"})
 
 
 if __name__ == "__main__":

@@ -89,15 +89,23 @@ def find_block_list(model: nn.Module) -> tuple[str, nn.ModuleList]:
     return best[2], best[3]
 
 
+def _hf_embedding(model: nn.Module, getter_name: str) -> nn.Module | None:
+    """``model.get_input_embeddings()`` / ``get_output_embeddings()`` (Hugging Face), or None
+    when the model has no such getter, it is not implemented, or it returns no module."""
+    getter = getattr(model, getter_name, None)
+    if not callable(getter):
+        return None
+    try:
+        out = getter()
+    except (NotImplementedError, AttributeError):
+        return None
+    return out if isinstance(out, nn.Module) else None
+
+
 def _output_embedding(model: nn.Module, vocab_sizes: set[int]) -> nn.Module | None:
-    getter = getattr(model, "get_output_embeddings", None)
-    if callable(getter):
-        try:
-            out = getter()
-        except (NotImplementedError, AttributeError):
-            out = None
-        if isinstance(out, nn.Module):
-            return out
+    out = _hf_embedding(model, "get_output_embeddings")
+    if out is not None:
+        return out
     # Structural fallback: the last Linear-like module producing vocabulary-sized outputs.
     found = None
     for _, mod in model.named_modules():
@@ -128,15 +136,10 @@ def parameter_groups(model: nn.Module) -> "OrderedDict[str, list[str]]":
 
     # 2. embeddings outside the blocks (token + position)
     vocab_sizes: set[int] = set()
-    inp = getattr(model, "get_input_embeddings", None)
-    if callable(inp):
-        try:
-            emb = inp()
-        except (NotImplementedError, AttributeError):
-            emb = None
-        if isinstance(emb, nn.Embedding):
-            vocab_sizes.add(emb.num_embeddings)
-            claim("embed", emb)
+    emb = _hf_embedding(model, "get_input_embeddings")
+    if isinstance(emb, nn.Embedding):
+        vocab_sizes.add(emb.num_embeddings)
+        claim("embed", emb)
     for name, mod in model.named_modules():
         if isinstance(mod, nn.Embedding) and not name.startswith(block_prefix + "."):
             if not vocab_sizes:

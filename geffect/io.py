@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["JSONEncoder", "atomic_path", "atomic_write", "atomic_write_bytes", "atomic_write_json",
+__all__ = ["JSONEncoder", "atomic_path", "atomic_write", "atomic_write_json",
            "atomic_write_parquet", "atomic_write_text", "dumps", "jsonable"]
 
 
@@ -91,11 +91,6 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO], None], *, binary
         with open(tmp, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as fh:
             write(fh)
     return Path(path)
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write bytes atomically (see :func:`atomic_write`)."""
-    return atomic_write(path, lambda fh: fh.write(data), binary=True)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:

@@ -43,7 +43,6 @@ so every ``python -m unlearning.train --method`` name works; refresh an editable
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import importlib
 import inspect
@@ -61,6 +60,7 @@ import torch
 from torch import nn
 
 from geffect.batches import concat_batches, load_batches, to_device
+from geffect.cli import dataclass_parser, parse_dataclass
 from geffect.effect import flat_gradient
 from geffect.tracker import GEffectRecord, GEffectTracker
 
@@ -165,6 +165,9 @@ def _direction(model: nn.Module, objective: Callable, micro: Sequence[Any], ref_
 
 
 # ---------------------------------------------------------------------------- replay
+MicroBatches = Callable[[int], list]  # step -> the micro-batch inputs of that step
+
+
 def replay(
     run_dir: str | Path,
     objective: str | Callable,
@@ -208,16 +211,17 @@ def replay(
         groups, engine, coarse: as in :class:`geffect.GEffectTracker`.
 
     Returns the replay's :class:`geffect.GEffectRecord` (``.table()``, ``.pg_table()``).
+
+    The arguments are checked and normalised here, once: ``batches`` becomes a function ``step ->
+    list of micro-batch inputs`` (:func:`_micro_batches`), the checkpoints and the initial model
+    a list of ``(step, source)`` pairs (:func:`_plan`), the reference a model or None;
+    :func:`_replay_steps` works on that one form.
     """
     run_dir = Path(run_dir)
     fn = resolve_objective(objective, **dict(objective_kwargs or {}))
     record = GEffectRecord(Path(record_dir) if record_dir is not None else run_dir / "analysis")
     loader = load_model or (lambda path: _load_hf(path, dtype, device))
-    if probes is None:
-        probes = record.probes()
-    elif isinstance(probes, (str, Path)):
-        probes = load_batches(probes)
-    probes = to_device(dict(probes), device)
+    probes = _probe_sets(probes, record, device)
     if pg_effect not in (None, "batch", "probe"):
         raise ValueError(f"pg_effect must be None, 'batch' or 'probe', got {pg_effect!r}")
 
@@ -225,31 +229,70 @@ def replay(
         model = source if isinstance(source, nn.Module) else loader(Path(source))
         return model.to(device).eval()
 
+    micro_of, have = _micro_batches(batches, record)
+    plan = _plan(run_dir, initial_model, steps, have)
+    reference = _reference_model(ref_model, initial_model, model_at)
+    if reference is None and getattr(fn, "needs_reference", False):
+        raise ValueError("the objective needs a reference model: pass ref_model ('initial', a path or a model)")
+    tracker = GEffectTracker(Path(output_dir) if output_dir is not None else run_dir / "replay", probes,
+                             groups=groups, engine=engine, coarse=coarse)
+    _replay_steps(tracker, plan, model_at, fn, micro_of, reference, probes=probes, pg_effect=pg_effect,
+                  unlearn_key=unlearn_key, device=device)
+    return GEffectTracker.load(tracker.output_dir)
+
+
+def _probe_sets(probes, record: GEffectRecord, device) -> dict[str, dict[str, torch.Tensor]]:
+    """``probes`` as ``{name: batch}`` on ``device``: given, loaded from a file / dataset folder, or
+    (None) the probe sets the live run stored."""
+    if probes is None:
+        probes = record.probes()
+    elif isinstance(probes, (str, Path)):
+        probes = load_batches(probes)
+    return to_device(dict(probes), device)
+
+
+def _plan(run_dir: Path, initial_model, steps: Sequence[int] | None, have: set[int] | None) -> list[tuple[int, Any]]:
+    """``(step, source)`` pairs to replay, by step: ``checkpoint-S`` folders as step S + 1, the initial
+    model as step 1, restricted to ``steps`` and to the steps with micro-batches (``have``)."""
     plan: list[tuple[int, Any]] = [(s + 1, path) for s, path in checkpoints(run_dir)]
     if initial_model is not None:
         plan.insert(0, (1, initial_model))
     if steps is not None:
         wanted = {int(s) for s in steps}
         plan = [(s, src) for s, src in plan if s in wanted]
-    if batches == "recorded":
-        have = set(record.batch_steps)
+    if have is not None:
         skipped = [s for s, _ in plan if s not in have]
         if skipped:
             logger.info("replay: steps %s have no recorded micro-batches (tracked steps: %s); skipped", skipped,
                         sorted(have))
         plan = [(s, src) for s, src in plan if s in have]
-        micro_of = record.step_batches
-    elif callable(batches):
-        micro_of = batches
-    elif isinstance(batches, (list, tuple, Mapping)):
-        fixed = _as_list(batches)
-        micro_of = lambda step: fixed  # noqa: E731 - the same replay batch at every checkpoint
-    else:
-        raise ValueError(f"batches must be 'recorded', micro-batch inputs or a callable, got {batches!r}")
     if not plan:
         raise ValueError(f"nothing to replay in {run_dir}: no checkpoint-* folder (or initial model) with a batch "
                          f"for the requested steps")
+    return plan
 
+
+def _micro_batches(batches, record: GEffectRecord) -> tuple[MicroBatches, set[int] | None]:
+    """``batches`` in its one canonical form: ``step -> list of micro-batch inputs``, and the steps
+    that have micro-batches (None: every step).
+
+    ``"recorded"``: the live run's stored micro-batches (:meth:`GEffectRecord.step_batches`, only
+    at its tracked steps); a callable: called per step; a list of inputs (or one inputs dict):
+    the same replay batch at every step.
+    """
+    if isinstance(batches, str) and batches == "recorded":
+        return (lambda step: _as_list(record.step_batches(step))), set(record.batch_steps)
+    if callable(batches):
+        return (lambda step: _as_list(batches(step))), None
+    if isinstance(batches, (list, tuple, Mapping)):
+        fixed = _as_list(batches)
+        return (lambda step: fixed), None
+    raise ValueError(f"batches must be 'recorded', micro-batch inputs or a callable, got {batches!r}")
+
+
+def _reference_model(ref_model, initial_model, model_at: Callable[[Any], nn.Module]) -> nn.Module | None:
+    """The objective's frozen reference (eval mode, no gradients), or None: ``ref_model`` loaded,
+    or for ``"initial"`` a copy of ``initial_model``."""
     reference = None
     if isinstance(ref_model, str) and ref_model == "initial":
         if initial_model is None:
@@ -259,18 +302,22 @@ def replay(
         reference = model_at(ref_model)
     if reference is not None:
         reference.eval().requires_grad_(False)
-    elif getattr(fn, "needs_reference", False):
-        raise ValueError("the objective needs a reference model: pass ref_model ('initial', a path or a model)")
+    return reference
 
-    tracker = GEffectTracker(Path(output_dir) if output_dir is not None else run_dir / "replay", probes,
-                             groups=groups, engine=engine, coarse=coarse)
+
+def _replay_steps(tracker: GEffectTracker, plan: Sequence[tuple[int, Any]], model_at: Callable[[Any], nn.Module],
+                  objective: Callable, micro_of: MicroBatches, reference: nn.Module | None, *,
+                  probes: Mapping[str, Mapping[str, torch.Tensor]], pg_effect: str | None, unlearn_key: str | None,
+                  device) -> None:
+    """The core: for each ``(step, source)`` of ``plan`` not on disk yet, the direction of
+    ``objective`` at the source's weights over the step's micro-batches, tracked (and PG-effects)."""
     for step, source in plan:
         if step in tracker.steps and (pg_effect is None or step in tracker.pg_steps):
             logger.info("replay: step %d already on disk", step)
             continue
         model = model_at(source)
-        micro = _as_list(micro_of(step))
-        direction = _direction(model, fn, micro, reference, device)
+        micro = micro_of(step)
+        direction = _direction(model, objective, micro, reference, device)
         name = source.name if isinstance(source, Path) else str(source) if isinstance(source, str) else "initial model"
         tracker.track(step, model, direction, extra={"replay": True, "checkpoint": name, "micro_batches": len(micro)})
         del direction
@@ -284,7 +331,6 @@ def replay(
         logger.info("replay: step %d from %s (%d micro-batches)", step, name, len(micro))
         if not isinstance(source, nn.Module):
             del model
-    return GEffectTracker.load(tracker.output_dir)
 
 
 # ---------------------------------------------------------------------------- CLI
@@ -316,14 +362,12 @@ class ReplayArguments:
 
 
 def main(argv: Sequence[str] | None = None) -> GEffectRecord:
-    from transformers import HfArgumentParser  # the CLI's parser, as for the other dataclass CLIs
-
-    parser = HfArgumentParser(ReplayArguments, prog="python -m geffect.replay",
-                              description=ReplayArguments.__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    """``python -m geffect.replay``: parse :class:`ReplayArguments` (the run folder may come first) and replay."""
+    parser = dataclass_parser(ReplayArguments, prog="python -m geffect.replay", description=ReplayArguments.__doc__)
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and not argv[0].startswith("-"):  # `python -m geffect.replay RUN_DIR ...`
         argv = ["--run_dir", *argv]
-    (args,) = parser.parse_args_into_dataclasses(args=argv)
+    args = parse_dataclass(parser, argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float64": torch.float64}.get(args.dtype)
     if dtype is None:

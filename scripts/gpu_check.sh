@@ -31,7 +31,7 @@ print(f"GPU: {torch.cuda.get_device_name(0)}; torch {torch.__version__}; transfo
 PY
 
 echo "== 1/2 CUDA tests (pytest -m cuda) =="
-timeout 290 "$PY" -m pytest -q -s -m cuda tests/test_cuda.py -p no:cacheprovider 2>&1 | tee "$LOG/gpu_tests.log"
+timeout 290 "$PY" -m pytest -q -s -m cuda tests/geffect/test_cuda.py -p no:cacheprovider 2>&1 | tee "$LOG/gpu_tests.log"
 tests_rc=${PIPESTATUS[0]}
 
 echo "== 2/2 benchmark: ~1B Llama, bf16, N = 8, T = 256 =="

@@ -180,7 +180,7 @@ def muse_folder(tmp_path_factory) -> Path:
     """A folder in muse_bench's layout (``<subset>/<split>.json``) with the MUSE study's quick corpus."""
     import json
 
-    from analyses.benchmarks.muse import QUICK_CORPUS
+    from analyses.studies.muse import QUICK_CORPUS
     from unlearning.data import load_muse
     from unlearning.data.embedded.news import NEWS_SPLITS
 
@@ -200,7 +200,7 @@ def wmdp_folder(tmp_path_factory) -> Path:
     with the WMDP study's quick hazard analogue."""
     import json
 
-    from analyses.benchmarks.wmdp import QUICK_CORPUS
+    from analyses.studies.wmdp import QUICK_CORPUS
     from unlearning.data import load_utility_questions, load_wmdp_questions, wmdp_texts
 
     root = tmp_path_factory.mktemp("wmdp_data")

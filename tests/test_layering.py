@@ -345,7 +345,7 @@ def test_top_level_check_can_fail():
 
 # --------------------------------------------------------------------------- (f) one parser helper
 #: the packages whose command lines are checked
-CLI_PACKAGES = ("unlearning",)
+CLI_PACKAGES = PACKAGES
 _OWN_PARSERS = ("HfArgumentParser", "ArgumentParser")
 
 

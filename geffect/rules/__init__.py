@@ -28,7 +28,8 @@ from __future__ import annotations
 # Importing the rule modules runs their registration decorators.
 from geffect.rules import conv1d, embedding, linear, norm  # noqa: F401
 from geffect.rules.fallback import fallback_tangents
-from geffect.rules.registry import Rule, batch_sum, get_rule, register_rule, register_rule_matcher, registered_types
+from geffect.rules.registry import (Rule, batch_sum, batch_tokens, get_rule, register_rule, register_rule_matcher,
+                                    registered_types)
 
-__all__ = ["Rule", "batch_sum", "fallback_tangents", "get_rule", "register_rule", "register_rule_matcher",
+__all__ = ["Rule", "batch_sum", "batch_tokens", "fallback_tangents", "get_rule", "register_rule", "register_rule_matcher",
            "registered_types"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from geffect.rules.registry import register_rule
+from geffect.rules.registry import batch_tokens, register_rule
 
 try:  # transformers is optional for geffect
     from transformers.pytorch_utils import Conv1D
@@ -17,12 +17,11 @@ except ImportError:  # pragma: no cover
 
 
 def conv1d_rule(layer, inputs: tuple, backprops: torch.Tensor, directions: dict[str, torch.Tensor]):
-    B = backprops.shape[0]
     d_in, d_out = layer.weight.shape
-    delta = backprops.reshape(B, -1, d_out)  # (B, T, d_out)
+    delta = batch_tokens(backprops, d_out)  # (B, T, d_out)
     out: dict[str, torch.Tensor] = {}
     if "weight" in directions:
-        a = inputs[0].to(delta.dtype).reshape(B, -1, d_in)  # (B, T, d_in)
+        a = batch_tokens(inputs[0].to(delta.dtype), d_in)  # (B, T, d_in)
         D = directions["weight"]  # (d_in, d_out)
         if d_out <= d_in:
             proj = a @ D  # (B, T, d_in) @ (d_in, d_out) -> (B, T, d_out)

@@ -10,16 +10,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from geffect.rules.registry import register_rule
+from geffect.rules.registry import batch_tokens, register_rule
 
 
 @register_rule(nn.Embedding)
 def embedding_rule(layer: nn.Embedding, inputs: tuple, backprops: torch.Tensor, directions: dict[str, torch.Tensor]):
     if "weight" not in directions:
         return {}
-    B = backprops.shape[0]
-    tokens = inputs[0].reshape(B, -1)  # (B, T)
-    delta = backprops.reshape(B, tokens.shape[1], layer.embedding_dim)  # (B, T, d)
+    tokens = batch_tokens(inputs[0])  # (B, T)
+    delta = batch_tokens(backprops, layer.embedding_dim)  # (B, T, d)
     rows = directions["weight"][tokens]  # (B, T, d)
     per_token = (rows * delta).sum(dim=-1)  # (B, T)
     if layer.padding_idx is not None:

@@ -13,16 +13,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from geffect.rules.registry import register_rule
+from geffect.rules.registry import batch_tokens, register_rule
 
 
 @register_rule(nn.Linear)
 def linear_rule(layer: nn.Linear, inputs: tuple, backprops: torch.Tensor, directions: dict[str, torch.Tensor]):
-    B = backprops.shape[0]
-    delta = backprops.reshape(B, -1, layer.out_features)  # (B, T, d_out)
+    delta = batch_tokens(backprops, layer.out_features)  # (B, T, d_out)
     out: dict[str, torch.Tensor] = {}
     if "weight" in directions:
-        a = inputs[0].to(delta.dtype).reshape(B, -1, layer.in_features)  # (B, T, d_in)
+        a = batch_tokens(inputs[0].to(delta.dtype), layer.in_features)  # (B, T, d_in)
         D = directions["weight"]  # (d_out, d_in)
         if layer.out_features <= layer.in_features:
             proj = a @ D.T  # (B, T, d_in) @ (d_in, d_out) -> (B, T, d_out)

@@ -12,12 +12,13 @@ Rule modules import :func:`register_rule` from here, not from the package, so th
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
 from torch import nn
 
-__all__ = ["Rule", "batch_sum", "get_rule", "register_rule", "register_rule_matcher", "registered_types"]
+__all__ = ["Rule", "batch_sum", "batch_tokens", "get_rule", "register_rule", "register_rule_matcher", "registered_types"]
 
 Rule = Callable[[nn.Module, tuple, torch.Tensor, dict[str, torch.Tensor]], dict[str, torch.Tensor]]
 
@@ -76,5 +77,13 @@ def registered_types() -> list[type]:
 
 
 def batch_sum(x: torch.Tensor) -> torch.Tensor:
-    """Sum every dimension except the first: (B, ...) -> (B,)."""
-    return x.reshape(x.shape[0], -1).sum(dim=1)  # (B,)
+    """Sum every dimension except the first: (B, ...) -> (B,) (also for an empty batch)."""
+    return x.reshape(x.shape[0], math.prod(x.shape[1:])).sum(dim=1)  # (B,)
+
+
+def batch_tokens(x: torch.Tensor, d: int | None = None) -> torch.Tensor:
+    """(B, ..., d) -> (B, T, d) with T the product of the middle dimensions (T = 1 for (B, d));
+    without ``d``, (B, ...) -> (B, T). Unlike ``reshape(B, -1, d)`` also defined for B = 0."""
+    if d is None:
+        return x.reshape(x.shape[0], math.prod(x.shape[1:]))  # (B, T)
+    return x.reshape(x.shape[0], math.prod(x.shape[1:-1]), d)  # (B, T, d)
