@@ -1,7 +1,7 @@
 """``python -m unlearning.replay``: recompute the G-effects of a finished ``python -m unlearning.train`` run
 from its checkpoints (:func:`unlearning.runs.replay_run`).
 
-    python -m unlearning.replay runs/npo --pg-effect batch --output-dir runs/npo/replay
+    python -m unlearning.replay --run-dir runs/npo --pg-effect batch --output-dir runs/npo/replay
 
 The objective, its hyper-parameters and the initial and reference models are read from the
 run's ``run_config.json``; for another trainer's run use ``python -m geffect.replay`` with

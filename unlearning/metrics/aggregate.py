@@ -1,7 +1,7 @@
 """Set-level aggregation of per-instance TOFU metrics: truth-ratio scores, forget quality, model utility.
 
 Rules (TOFU, Maini et al. 2024; checked against the official ``aggregate_eval_stat.py`` and the
-published Phi-1.5 evaluation logs, see ``tests/test_tofu_reference.py``):
+published Phi-1.5 evaluation logs, see ``tests/unlearning/evaluation/test_tofu_reference.py``):
 
 * truth ratio, forget set     mean_i min(R_i, 1/R_i)          (1 = indifferent between true and false)
 * truth ratio, other sets     mean_i max(0, 1 - R_i)          (1 = strongly prefers the true answer)

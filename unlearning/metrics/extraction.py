@@ -15,7 +15,7 @@ at every answer position j > k. Hence k* = L - s with s the length of the longes
     ES = s / L           (0 when the last token is already wrong; 1 when every token matches).
 
 This needs one forward pass, batched with padding. (open-unlearning returns 1/L instead of 0 when
-nothing matches; we follow the definition.) ``tests/test_metrics_extraction.py`` checks it against
+nothing matches; we follow the definition.) ``tests/unlearning/metrics/test_metrics_extraction.py`` checks it against
 a brute-force version that really runs greedy generation from every prefix.
 """
 from __future__ import annotations

@@ -13,7 +13,7 @@ tokenizer's default special tokens (BOS), the continuation tokens are those of t
 the context's length, and a sequence longer than ``max_length + 1`` is cut on the left.
 
 :func:`mc_table` is our implementation of exactly that (one forward pass per question and
-choice, batched); ``tests/test_wmdp.py`` checks it against ``lm_eval.simple_evaluate`` question
+choice, batched); ``tests/unlearning/evaluation/test_wmdp.py`` checks it against ``lm_eval.simple_evaluate`` question
 by question (same prediction, log-likelihoods within 1e-4). :mod:`.lm_eval_bridge` runs the
 harness itself.
 """
