@@ -273,9 +273,12 @@ def _is_main_guard(node: ast.stmt) -> bool:
 
 
 def _is_deprecation_warning(node: ast.stmt) -> bool:
-    return (isinstance(node, ast.Expr) and isinstance(node.value, ast.Call)
-            and ast.unparse(node.value.func) in ("warnings.warn", "warn")
-            and "DeprecationWarning" in ast.unparse(node.value))
+    """``warnings.warn(..., DeprecationWarning, ...)`` or the entry points' ``unlearning.cli.warn_moved(...)``."""
+    if not (isinstance(node, ast.Expr) and isinstance(node.value, ast.Call)):
+        return False
+    func = ast.unparse(node.value.func)
+    return func.endswith("warn_moved") or (func in ("warnings.warn", "warn")
+                                           and "DeprecationWarning" in ast.unparse(node.value))
 
 
 def _plain(node: ast.stmt) -> bool:
@@ -285,14 +288,13 @@ def _plain(node: ast.stmt) -> bool:
             or _is_deprecation_warning(node))
 
 
-def _dispatches_to_cli(body: list[ast.stmt]) -> bool:
-    """An entry point's ``__main__`` block: import ``main`` from ``unlearning.cli.<name>`` (and ``sys``),
-    then call it (``main()`` or ``sys.exit(main())``), nothing else."""
-    imports = [n for n in body if isinstance(n, (ast.Import, ast.ImportFrom))]
-    calls = [n for n in body if isinstance(n, ast.Expr)]
-    cli = [n for n in imports if isinstance(n, ast.ImportFrom) and (n.module or "").startswith("unlearning.cli.")
-           and [a.name for a in n.names] == ["main"]]
-    return (len(cli) == 1 and len(imports) + len(calls) == len(body) and len(calls) == 1
+def _dispatches_to_cli(tree: ast.Module, body: list[ast.stmt]) -> bool:
+    """An entry point's ``__main__`` block: ``main()`` or ``sys.exit(main())`` (imports aside), nothing else,
+    with ``main`` imported from an ``unlearning.cli.<name>`` module (in the block or at the top)."""
+    calls = [n for n in body if not isinstance(n, (ast.Import, ast.ImportFrom))]
+    imported_main = [n for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and (n.module or "").startswith(
+        "unlearning.cli.") and "main" in [a.name for a in n.names]]
+    return (len(calls) == 1 and isinstance(calls[0], ast.Expr) and bool(imported_main)
             and ast.unparse(calls[0]) in ("main()", "sys.exit(main())"))
 
 
@@ -308,7 +310,7 @@ def top_level_violations(trees: dict[str, ast.Module]) -> list[str]:
         if any(not _plain(n) for n in rest):
             kinds = sorted({type(n).__name__ for n in rest if not _plain(n)})
             bad.append(f"{module}: holds {', '.join(kinds)} (move the code into a subpackage)")
-        elif guards and not _dispatches_to_cli(guards[0].body):
+        elif guards and not _dispatches_to_cli(tree, guards[0].body):
             bad.append(f"{module}: its __main__ block must only call main() of an unlearning.cli module")
         elif not guards and not any(_is_deprecation_warning(n) for n in tree.body):
             bad.append(f"{module}: neither a python -m entry point nor a deprecation shim")
@@ -352,7 +354,8 @@ _OWN_PARSERS = ("HfArgumentParser", "ArgumentParser")
 def parser_violations(trees: dict[str, ast.Module], packages=CLI_PACKAGES) -> list[str]:
     """Parsers built other than by ``geffect.cli.dataclass_parser``: a call of ``HfArgumentParser`` or
     ``argparse.ArgumentParser``, a subclass of either, or a command-line module (in ``unlearning.cli``, or
-    with a ``build_parser``) that never calls ``dataclass_parser``."""
+    with a ``build_parser``) that gets its parser neither from ``dataclass_parser`` nor from
+    ``unlearning.cli.Command`` (which calls it)."""
     bad = []
     for module, tree in trees.items():
         if module.split(".")[0] not in packages or module == "geffect.cli":
@@ -363,9 +366,11 @@ def parser_violations(trees: dict[str, ast.Module], packages=CLI_PACKAGES) -> li
             elif isinstance(node, ast.ClassDef) and any(ast.unparse(b).split(".")[-1] in _OWN_PARSERS
                                                         for b in node.bases):
                 bad.append(f"{module}:{node.lineno}: class {node.name} subclasses a parser")
-        is_cli = module.startswith("unlearning.cli.") or any(
-            isinstance(n, ast.FunctionDef) and n.name == "build_parser" for n in tree.body)
-        if is_cli and "dataclass_parser(" not in ast.unparse(tree):
+        source = ast.unparse(tree)
+        defines = [n.name for n in tree.body if isinstance(n, ast.FunctionDef)] + [
+            t.id for n in tree.body if isinstance(n, ast.Assign) for t in ast.walk(n.targets[0]) if isinstance(t, ast.Name)]
+        is_cli = module.startswith("unlearning.cli.") or "build_parser" in defines
+        if is_cli and "dataclass_parser(" not in source and "Command(" not in source:
             bad.append(f"{module}: a command line not built with geffect.cli.dataclass_parser")
     return bad
 
@@ -380,6 +385,8 @@ def test_parser_check_can_fail():
                "unlearning.cli._b": "import argparse\nclass P(argparse.ArgumentParser):\n    pass\n",
                "unlearning.cli._c": "def build_parser():\n    return None\n",
                "unlearning.cli._d": ("from geffect.cli import dataclass_parser\n"
-                                     "def build_parser():\n    return dataclass_parser(int, prog='x')\n")}
+                                     "def build_parser():\n    return dataclass_parser(int, prog='x')\n"),
+               "unlearning.cli._e": ("from unlearning.cli import Command\n"
+                                     "build_parser, parse_args = Command(int, 'x').functions\n")}
     flagged = parser_violations({m: ast.parse(src) for m, src in scratch.items()})
     assert sorted({b.split(":")[0] for b in flagged}) == ["unlearning.cli._a", "unlearning.cli._b", "unlearning.cli._c"]

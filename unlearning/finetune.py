@@ -5,20 +5,15 @@ Importing from ``unlearning.finetune`` is deprecated (kept for one release, with
 ``DeprecationWarning``): the training loop is :func:`unlearning.models.fine_tune`, the command
 line :mod:`unlearning.cli.finetune`.
 """
+from unlearning.cli import warn_moved
+from unlearning.cli.finetune import FinetuneArguments, build_parser, main, parse_args  # noqa: F401
+from unlearning.models import fine_tune, make_dataset  # noqa: F401
+
 __all__ = ["FinetuneArguments", "build_parser", "fine_tune", "main", "make_dataset", "parse_args"]
 
 if __name__ == "__main__":
     import sys
 
-    from unlearning.cli.finetune import main
-
     sys.exit(main())
 else:
-    import warnings
-
-    from unlearning.cli.finetune import FinetuneArguments, build_parser, main, parse_args  # noqa: F401
-    from unlearning.models import fine_tune, make_dataset  # noqa: F401
-
-    warnings.warn("unlearning.finetune is the `python -m unlearning.finetune` entry point; import fine_tune from "
-                  "unlearning.models and the command line from unlearning.cli.finetune (the old path goes in the "
-                  "next release)", DeprecationWarning, stacklevel=2)
+    warn_moved(__name__, "unlearning.models (fine_tune, make_dataset) and unlearning.cli.finetune")

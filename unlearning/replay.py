@@ -5,19 +5,14 @@ Importing from ``unlearning.replay`` is deprecated (kept for one release, with a
 ``DeprecationWarning``): the library is :mod:`unlearning.runs` (``replay_run``,
 ``resolve_objective``, the ``geffect.objectives`` entry point).
 """
+from unlearning.cli import warn_moved
+from unlearning.cli.replay import ReplayRunArguments, build_parser, main, parse_args  # noqa: F401
+from unlearning.runs.replay import REFERENCE_COPY, replay_run, resolve_objective  # noqa: F401
+
 __all__ = ["REFERENCE_COPY", "ReplayRunArguments", "build_parser", "main", "parse_args", "replay_run",
            "resolve_objective"]
 
 if __name__ == "__main__":
-    from unlearning.cli.replay import main
-
     main()
 else:
-    import warnings
-
-    from unlearning.cli.replay import ReplayRunArguments, build_parser, main, parse_args  # noqa: F401
-    from unlearning.runs.replay import REFERENCE_COPY, replay_run, resolve_objective  # noqa: F401
-
-    warnings.warn("unlearning.replay is the `python -m unlearning.replay` entry point; import replay_run and "
-                  "resolve_objective from unlearning.runs (the old path goes in the next release)",
-                  DeprecationWarning, stacklevel=2)
+    warn_moved(__name__, "unlearning.runs (replay_run, resolve_objective) and unlearning.cli.replay")

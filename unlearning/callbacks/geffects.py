@@ -152,16 +152,8 @@ class GEffectCallback(TrainerCallback):
 
     # -- wiring ------------------------------------------------------------------------------
     @property
-    def every(self) -> int:
-        return self.config.every
-
-    @property
-    def record_batches(self) -> bool:
-        return self.config.record_batches
-
-    @property
     def needs_batches(self) -> bool:
-        return self.pg_effect == "batch" or self.record_batches
+        return self.pg_effect == "batch" or self.config.record_batches
 
     def bind(self, trainer: Trainer) -> GEffectCallback:
         """Attach the trainer: its micro-batches (for ``pg_effect="batch"`` / ``record_batches``),
@@ -199,7 +191,7 @@ class GEffectCallback(TrainerCallback):
             probes = {k: {n: t.to(device) if isinstance(t, torch.Tensor) and n != "index" else t for n, t in b.items()}
                       for k, b in self.probes.items()}
             self._tracker = GEffectTracker(self.output_dir, probes, self.config, distributed=is_distributed())
-            if self.record_batches:
+            if self.config.record_batches:
                 self._tracker.save_probes()
         return self._tracker
 
@@ -251,8 +243,9 @@ class GEffectCallback(TrainerCallback):
         if self.run_dir is None:
             self.run_dir = Path(args.output_dir)
         if self.needs_batches and self.trainer is None:
-            raise ValueError(f"GEffectCallback(pg_effect={self.pg_effect!r}, record_batches={self.record_batches}) reads "
-                             "the step's micro-batches: pass trainer=trainer (or call callback.bind(trainer))")
+            raise ValueError(f"GEffectCallback(pg_effect={self.pg_effect!r}, record_batches="
+                             f"{self.config.record_batches}) reads the step's micro-batches: pass trainer=trainer (or "
+                             "call callback.bind(trainer))")
         if self.probe_weights and self._objective() is None:
             raise ValueError("probe_weights needs the objective: pass objective= (a callable (model, inputs, "
                              "ref_model=None) -> output with token_weights / instance_weights) or bind a trainer "
@@ -315,7 +308,7 @@ class GEffectCallback(TrainerCallback):
             if self.pg_effect is not None:
                 with _timed(seconds, "pg_effect"):
                     self._track_pg(step, model)
-            if self.record_batches:
+            if self.config.record_batches:
                 tracker.write_step_batches(step, self._micro)
             if self.probe_weights:
                 with _timed(seconds, "probe_weights"):

@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader
 
 from geffect.attribution import DEFAULT_GAMMA, METHODS, REDUCTIONS, attribute_and_save
 from geffect.masking import SCOPES
-from geffect.cli import dataclass_parser, parse_dataclass
+from unlearning.cli import Command
 from unlearning.data import QACollator, QADataset, load_split, retain_split_for
 from unlearning.models import load_model_and_tokenizer
 
@@ -95,14 +95,7 @@ class AttributeArguments:
             raise ValueError(f"--num-samples must be >= 1 (or left out for the whole split), got {self.num_samples}")
 
 
-def build_parser():
-    """The parser of ``python -m unlearning.attribute``, built from :class:`AttributeArguments`."""
-    return dataclass_parser(AttributeArguments, prog=PROG, description=__doc__.split("\n\n")[0])
-
-
-def parse_args(argv: Sequence[str] | None = None) -> AttributeArguments:
-    """:class:`AttributeArguments` from command-line arguments (``sys.argv[1:]`` when None)."""
-    return parse_dataclass(build_parser(), argv)
+build_parser, parse_args = Command(AttributeArguments, PROG, __doc__).functions
 
 
 def calibration_loaders(args: AttributeArguments, tokenizer) -> tuple[DataLoader | None, DataLoader | None, dict[str, Any]]:
@@ -137,7 +130,7 @@ def calibration_loaders(args: AttributeArguments, tokenizer) -> tuple[DataLoader
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Path]:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    Command.log()
     model, tokenizer = load_model_and_tokenizer(args.model, dtype=args.dtype, device=args.device)
     forget, retain, info = calibration_loaders(args, tokenizer)
     return attribute_and_save(model, forget, retain, args.output, method=args.method, density=args.density,

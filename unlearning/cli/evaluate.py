@@ -12,23 +12,18 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from geffect.cli import dataclass_parser, parse_dataclass
+from unlearning.cli import Command, ModelEvaluationArguments
 from unlearning.evaluation import TofuEvalConfig, evaluate_model
-from unlearning.models import load_model_and_tokenizer
 
 __all__ = ["EvaluateArguments", "build_parser", "main", "parse_args"]
 
 logger = logging.getLogger(__name__)
 
-PROG = "python -m unlearning.evaluate"
-
 
 @dataclass
-class EvaluateArguments:
+class EvaluateArguments(ModelEvaluationArguments):
     """Options of ``python -m unlearning.evaluate``."""
 
-    model: str = field(metadata={"help": "Model to evaluate: a Hugging Face causal LM name or a local folder."})
-    output_dir: str = field(metadata={"help": "Folder for summary.json and per_instance/<set>.<format>."})
     data: str = field(
         default="embedded",
         metadata={"help": "Data source: 'embedded' (offline default benchmark), 'locuslab/TOFU' or a local TOFU-style folder."},
@@ -43,19 +38,14 @@ class EvaluateArguments:
         metadata={"help": "Instead of --retain-model: its saved evaluation (folder or summary.json) or a TOFU "
                           "eval_log_forget.json."},
     )
-    max_samples: int | None = field(default=None, metadata={"help": "Evaluate only the first N items of every set."})
     batch_size: int = field(default=16, metadata={"help": "Batch size of the teacher-forced passes and of generation."})
     max_new_tokens: int = field(default=200, metadata={"help": "Greedy tokens generated per answer (ROUGE-L)."})
     max_length: int = field(default=512, metadata={"help": "Maximum tokens per question + answer."})
-    format: str = field(
-        default="parquet", metadata={"help": "File format of the per-instance tables.", "choices": ("parquet", "jsonl")}
-    )
     generate: bool = field(default=True, metadata={"help": "Generate answers for ROUGE-L (off: --no-generate)."})
-    device: str = field(default="cpu", metadata={"help": "Device to load the models on (cpu, cuda, cuda:1, ...)."})
-    dtype: str = field(default="auto", metadata={"help": "Model dtype: auto, float32, bfloat16, float16."})
     progress: bool = field(default=True, metadata={"help": "Progress bars (off: --no-progress)."})
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.retain_model and self.retain_logs:
             raise ValueError("pass either --retain-model or --retain-logs, not both: both give the retain model's "
                              "forget-set truth ratios for forget quality")
@@ -73,26 +63,19 @@ class EvaluateArguments:
         return config.replace(**changes) if changes else config
 
 
-def build_parser():
-    """The parser of ``python -m unlearning.evaluate``, built from :class:`EvaluateArguments`."""
-    return dataclass_parser(EvaluateArguments, prog=PROG, description=__doc__.split("\n\n")[0])
-
-
-def parse_args(argv: Sequence[str] | None = None) -> EvaluateArguments:
-    """:class:`EvaluateArguments` from command-line arguments (``sys.argv[1:]`` when None)."""
-    return parse_dataclass(build_parser(), argv)
+build_parser, parse_args = Command(EvaluateArguments, "python -m unlearning.evaluate", __doc__).functions
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    Command.log()
     retain_stats = args.retain_logs
     if args.retain_model:
         logger.info("evaluating the retain model %s on the forget and holdout sets", args.retain_model)
-        rmodel, rtok = load_model_and_tokenizer(args.retain_model, dtype=args.dtype, device=args.device)
+        rmodel, rtok = args.load(args.retain_model)
         retain_stats = evaluate_model(rmodel, rtok, config=args.eval_config(sets=("forget", "holdout"), generate=False))
         del rmodel
-    model, tok = load_model_and_tokenizer(args.model, dtype=args.dtype, device=args.device)
+    model, tok = args.load()
     result = evaluate_model(model, tok, retain_stats=retain_stats, config=args.eval_config())
     result.summary["settings"].update(model=args.model, retain_model=args.retain_model, retain_logs=args.retain_logs)
     out = result.save(args.output_dir, fmt=args.format)

@@ -13,24 +13,19 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from geffect.cli import dataclass_parser, parse_dataclass
+from unlearning.cli import Command, ModelEvaluationArguments
 from unlearning.evaluation import MUSE_METRICS, evaluate_muse
 from unlearning.metrics.mia import MIA_ATTACKS
-from unlearning.models import load_model_and_tokenizer
 
 __all__ = ["EvaluateMuseArguments", "build_parser", "main", "parse_args"]
 
 logger = logging.getLogger(__name__)
 
-PROG = "python -m unlearning.evaluate_muse"
-
 
 @dataclass
-class EvaluateMuseArguments:
+class EvaluateMuseArguments(ModelEvaluationArguments):
     """Options of ``python -m unlearning.evaluate_muse``."""
 
-    model: str = field(metadata={"help": "Model to evaluate: a Hugging Face causal LM name or a local folder."})
-    output_dir: str = field(metadata={"help": "Folder for summary.json and per_instance/<table>.<format>."})
     source: str = field(
         default="embedded",
         metadata={"help": "MUSE data: 'embedded' (offline corpus), a MUSE folder, or muse-bench/MUSE-News / -Books."},
@@ -47,47 +42,33 @@ class EvaluateMuseArguments:
     )
     privleak_attack: str = field(default="min_k", metadata={"help": "Attack PrivLeak uses.", "choices": MIA_ATTACKS})
     k: float = field(default=0.4, metadata={"help": "Fraction of lowest token log-probs of Min-K%% (MUSE: 0.4)."})
-    max_samples: int | None = field(default=None, metadata={"help": "Evaluate only the first N items of every set."})
     batch_size: int = field(default=16, metadata={"help": "Batch size of generation and scoring."})
     max_length: int | None = field(default=None, metadata={"help": "Token limit of PrivLeak texts (default: the "
                                                                     "model's context length)."})
     stemmer: bool = field(default=False, metadata={"help": "ROUGE with stemming (MUSE: off)."})
-    format: str = field(
-        default="parquet", metadata={"help": "File format of the per-instance tables.", "choices": ("parquet", "jsonl")}
-    )
-    device: str = field(default="cpu", metadata={"help": "Device to load the models on (cpu, cuda, cuda:1, ...)."})
-    dtype: str = field(default="auto", metadata={"help": "Model dtype: auto, float32, bfloat16, float16."})
     progress: bool = field(default=True, metadata={"help": "Progress bars (off: --no-progress)."})
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.retain_model and self.retain_auc is not None:
             raise ValueError("pass either --retain-model or --retain-auc, not both: both give PrivLeak's reference AUC")
-        if self.max_samples is not None and self.max_samples < 1:
-            raise ValueError(f"--max-samples must be >= 1 (or left out for every item), got {self.max_samples}")
 
 
-def build_parser():
-    """The parser of ``python -m unlearning.evaluate_muse``, built from :class:`EvaluateMuseArguments`."""
-    return dataclass_parser(EvaluateMuseArguments, prog=PROG, description=__doc__.split("\n\n")[0])
-
-
-def parse_args(argv: Sequence[str] | None = None) -> EvaluateMuseArguments:
-    """:class:`EvaluateMuseArguments` from command-line arguments (``sys.argv[1:]`` when None)."""
-    return parse_dataclass(build_parser(), argv)
+build_parser, parse_args = Command(EvaluateMuseArguments, "python -m unlearning.evaluate_muse", __doc__).functions
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    Command.log()
     common = dict(privleak_attack=args.privleak_attack, k=args.k, stemmer=args.stemmer, max_length=args.max_length,
                   batch_size=args.batch_size, max_samples=args.max_samples, progress=args.progress)
     reference = args.retain_auc
     if args.retain_model:
         logger.info("evaluating the retain model %s (PrivLeak's reference)", args.retain_model)
-        rmodel, rtok = load_model_and_tokenizer(args.retain_model, dtype=args.dtype, device=args.device)
+        rmodel, rtok = args.load(args.retain_model)
         reference = evaluate_muse(rmodel, rtok, args.source, metrics=("privleak",), **common)
         del rmodel
-    model, tok = load_model_and_tokenizer(args.model, dtype=args.dtype, device=args.device)
+    model, tok = args.load()
     result = evaluate_muse(model, tok, args.source, metrics=tuple(args.metrics), retain_reference=reference, **common)
     result.summary["settings"].update(model=args.model, retain_model=args.retain_model)
     out = result.save(args.output_dir, fmt=args.format)

@@ -23,7 +23,8 @@ from typing import Any, Sequence
 
 import torch
 
-from geffect.cli import dataclass_parser, parse_dataclass
+from geffect.cli import parse_dataclass
+from unlearning.cli import Command
 from unlearning.data import DataSource
 from unlearning.models import (
     TINY_EMBEDDED,
@@ -89,25 +90,16 @@ class FinetuneArguments:
         return tiny_recipe(**overrides) if self.tiny else DefaultRecipe(**overrides)
 
 
-def build_parser():
-    """The parser of ``python -m unlearning.finetune``, built from :class:`FinetuneArguments`."""
-    return dataclass_parser(FinetuneArguments, prog="python -m unlearning.finetune",
-                            description="Fine-tune a causal LM on a QA split, or --prepare the default "
-                                        "target/retain models (trained until they memorise).")
-
-
-def parse_args(argv: Sequence[str] | None = None) -> FinetuneArguments:
-    """:class:`FinetuneArguments` from command-line arguments (``sys.argv[1:]`` when None)."""
-    return parse_dataclass(build_parser(), argv)
+COMMAND = Command(FinetuneArguments, "python -m unlearning.finetune",
+                  "Fine-tune a causal LM on a QA split, or --prepare the default target/retain models (trained "
+                  "until they memorise).")
+build_parser, parse_args = COMMAND.functions
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parse_dataclass(parser, argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    Command.log(logging.DEBUG if args.verbose else logging.INFO)
     if args.threads:
         torch.set_num_threads(args.threads)
     recipe, source = args.recipe(), args.source()

@@ -13,15 +13,13 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from geffect.cli import dataclass_parser, parse_dataclass
 from geffect.tracker import PG_INSTANCES, GEffectRecord
+from unlearning.cli import Command
 from unlearning.runs import replay_run
 
 __all__ = ["ReplayRunArguments", "build_parser", "main", "parse_args"]
 
 logger = logging.getLogger(__name__)
-
-PROG = "python -m unlearning.replay"
 
 
 @dataclass
@@ -41,19 +39,12 @@ class ReplayRunArguments:
     device: str = field(default="cpu", metadata={"help": "Device to load the checkpoints on."})
 
 
-def build_parser():
-    """The parser of ``python -m unlearning.replay``, built from :class:`ReplayRunArguments`."""
-    return dataclass_parser(ReplayRunArguments, prog=PROG, description=__doc__.split("\n\n")[0])
-
-
-def parse_args(argv: Sequence[str] | None = None) -> ReplayRunArguments:
-    """:class:`ReplayRunArguments` from command-line arguments (``sys.argv[1:]`` when None)."""
-    return parse_dataclass(build_parser(), argv)
+build_parser, parse_args = Command(ReplayRunArguments, "python -m unlearning.replay", __doc__).functions
 
 
 def main(argv: Sequence[str] | None = None) -> GEffectRecord:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    Command.log()
     record = replay_run(args.run_dir, steps=args.steps, pg_effect=args.pg_effect, output_dir=args.output_dir,
                         initial_model=args.initial_model, device=args.device)
     logger.info("replayed steps %s into %s", record.steps, record.dir)

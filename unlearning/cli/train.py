@@ -14,29 +14,19 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from geffect.cli import dataclass_parser, parse_dataclass
+from unlearning.cli import Command
 from unlearning.training import RunResult, UnlearningArguments, run_unlearning
 
 __all__ = ["build_parser", "main", "parse_args"]
 
 logger = logging.getLogger(__name__)
 
-PROG = "python -m unlearning.train"
-
-
-def build_parser():
-    """The parser of ``python -m unlearning.train``, built from :class:`UnlearningArguments`."""
-    return dataclass_parser(UnlearningArguments, prog=PROG, description=__doc__.split("\n\n")[0])
-
-
-def parse_args(argv: Sequence[str] | None = None) -> UnlearningArguments:
-    """:class:`UnlearningArguments` from command-line arguments (``sys.argv[1:]`` when None)."""
-    return parse_dataclass(build_parser(), argv)
+build_parser, parse_args = Command(UnlearningArguments, "python -m unlearning.train", __doc__).functions
 
 
 def main(argv: Sequence[str] | None = None) -> RunResult:
     args = parse_args(argv)
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=args.get_process_log_level())
+    Command.log(args.get_process_log_level())
     result = run_unlearning(args)
     logger.info("unlearning finished: %s (model, run_config.json, logs.jsonl, analysis/)", result.output_dir)
     return result

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import torch
 
-from unlearning.metrics.likelihood import argmax_matches, content_mask, forward_logits, resolve_eos_token_id
+from unlearning.metrics.likelihood import argmax_matches, content_mask, on_model
 
 __all__ = ["extraction_strength", "extraction_strength_from_logits", "correct_suffix_length"]
 
@@ -53,11 +53,8 @@ def extraction_strength_from_logits(
     return suffix.to(torch.float32) / counts.to(torch.float32)
 
 
-@torch.no_grad()
 def extraction_strength(
     model: torch.nn.Module, batch: dict[str, torch.Tensor], *, eos_token_id: int | None = None
 ) -> torch.Tensor:
     """Per-instance extraction strength, shape (N,). EOS id defaults to ``model.config.eos_token_id``."""
-    logits = forward_logits(model, batch)
-    labels = batch["labels"].to(logits.device)
-    return extraction_strength_from_logits(logits, labels, resolve_eos_token_id(model, eos_token_id))
+    return on_model(extraction_strength_from_logits, model, batch, eos_token_id)

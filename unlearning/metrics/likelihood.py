@@ -31,6 +31,7 @@ __all__ = [
     "probability_with_options",
     "exact_memorization",
     "exact_memorization_from_logits",
+    "on_model",
     "resolve_eos_token_id",
 ]
 
@@ -130,10 +131,16 @@ def exact_memorization_from_logits(
 
 
 @torch.no_grad()
+def on_model(from_logits, model: torch.nn.Module, batch: dict[str, torch.Tensor], eos_token_id: int | None = None):
+    """A ``*_from_logits(logits, labels, eos_token_id)`` metric on ``model``'s forward of ``batch``
+    (EOS id defaults to the model config's)."""
+    logits = forward_logits(model, batch)
+    labels = batch["labels"].to(logits.device)
+    return from_logits(logits, labels, resolve_eos_token_id(model, eos_token_id))
+
+
 def exact_memorization(
     model: torch.nn.Module, batch: dict[str, torch.Tensor], *, eos_token_id: int | None = None
 ) -> torch.Tensor:
     """Per-instance exact memorisation (EM), shape (N,); EOS id defaults to the model config's."""
-    logits = forward_logits(model, batch)
-    labels = batch["labels"].to(logits.device)
-    return exact_memorization_from_logits(logits, labels, resolve_eos_token_id(model, eos_token_id))
+    return on_model(exact_memorization_from_logits, model, batch, eos_token_id)

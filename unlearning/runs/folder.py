@@ -66,43 +66,32 @@ CHECKPOINT_PREFIX = PREFIX_CHECKPOINT_DIR  # "checkpoint": folders checkpoint-<g
 REFERENCE_COPY = "frozen copy of the initial model"
 
 
+class _Under:
+    """A path under the run folder, as a class attribute of :class:`RunFolder`."""
+
+    def __init__(self, *parts: str) -> None:
+        self.parts = parts
+
+    def __get__(self, folder: RunFolder | None, owner: type | None = None):
+        return self if folder is None else folder.root.joinpath(*self.parts)
+
+
 class RunFolder:
-    """The paths of one run folder (see the module docstring)."""
+    """The paths of one run folder (see the module docstring): ``RunFolder(dir).logs``, ``.eval_history``, ..."""
+
+    run_config = _Under(RUN_CONFIG_FILE)
+    logs = _Under(LOGS_FILE)
+    analysis = _Under(ANALYSIS_DIR)  # a geffect.GEffectTracker writes into its geffect/
+    token_weights = _Under(ANALYSIS_DIR, TOKEN_WEIGHTS_FILE)
+    weight_vs_likelihood = _Under(ANALYSIS_DIR, WEIGHT_VS_LIKELIHOOD_FILE)
+    eval = _Under(EVAL_DIR)
+    eval_history = _Under(EVAL_DIR, EVAL_HISTORY_FILE)
 
     def __init__(self, root: str | os.PathLike) -> None:
         self.root = Path(root)
 
     def __repr__(self) -> str:
         return f"RunFolder({str(self.root)!r})"
-
-    @property
-    def run_config(self) -> Path:
-        return self.root / RUN_CONFIG_FILE
-
-    @property
-    def logs(self) -> Path:
-        return self.root / LOGS_FILE
-
-    @property
-    def analysis(self) -> Path:
-        """The analysis folder; a :class:`geffect.GEffectTracker` writes into its ``geffect/``."""
-        return self.root / ANALYSIS_DIR
-
-    @property
-    def token_weights(self) -> Path:
-        return self.analysis / TOKEN_WEIGHTS_FILE
-
-    @property
-    def weight_vs_likelihood(self) -> Path:
-        return self.analysis / WEIGHT_VS_LIKELIHOOD_FILE
-
-    @property
-    def eval(self) -> Path:
-        return self.root / EVAL_DIR
-
-    @property
-    def eval_history(self) -> Path:
-        return self.eval / EVAL_HISTORY_FILE
 
     def eval_step_dir(self, step: int) -> Path:
         """The evaluation result folder of optimizer step ``step`` (``eval/step-<N>``)."""

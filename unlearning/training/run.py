@@ -60,16 +60,12 @@ class RunResult:
     train_metrics: dict[str, float] = field(default_factory=dict)
 
     @property
-    def folder(self) -> RunFolder:
-        return RunFolder(self.output_dir)
-
-    @property
     def analysis_dir(self) -> Path:
-        return self.folder.analysis
+        return RunFolder(self.output_dir).analysis
 
     @property
     def logs_path(self) -> Path:
-        return self.folder.logs
+        return RunFolder(self.output_dir).logs
 
 
 def _versions() -> dict[str, str]:
